@@ -1,0 +1,40 @@
+"""filterscope: which filters does each input, and each class, of a PyTorch CNN actually use?
+
+The public API is listed in ``__all__``; the command-line tool ``filterscope`` is a thin layer
+over the same names.
+"""
+
+from .capture import accumulate_by_class, capture, run_capture
+from .data import DATASETS, load_dataset, register_dataset
+from .engine import count_costs
+from .errors import UserInputError
+from .evaluate import EvalResult, evaluate, evaluate_checkpoint
+from .models import MODELS, create_model, load_weights, register_model
+from .rundir import RunDir
+from .train import TrainConfig, train
+from .units import Unit, find_units
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS",
+    "EvalResult",
+    "MODELS",
+    "RunDir",
+    "TrainConfig",
+    "Unit",
+    "UserInputError",
+    "accumulate_by_class",
+    "capture",
+    "count_costs",
+    "create_model",
+    "evaluate",
+    "evaluate_checkpoint",
+    "find_units",
+    "load_dataset",
+    "load_weights",
+    "register_dataset",
+    "register_model",
+    "run_capture",
+    "train",
+]

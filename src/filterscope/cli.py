@@ -1,0 +1,159 @@
+"""``filterscope <verb>``: thin verbs over the public API.
+
+Each verb parses its flags, calls one API function and writes or prints its result. Bad input
+ends with one sentence on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserInputError
+
+
+def _add_train_parser(verbs) -> None:
+    from .config import add_dataclass_arguments
+    from .train import TrainConfig
+
+    parser = verbs.add_parser("train", help="train or fine-tune a model; writes a run directory")
+    parser.add_argument("--config", help="YAML file of options (flags override it)")
+    add_dataclass_arguments(parser, TrainConfig)
+
+
+def _run_train(args) -> int:
+    from .config import read_yaml_config, resolve_config
+    from .train import TrainConfig, train
+
+    config = resolve_config(TrainConfig, args, read_yaml_config(args.config))
+    result = train(config)
+    from . import distributed
+
+    if distributed.is_main_process():
+        print(json.dumps({"run_dir": str(result.run_dir), "accuracy": result.final["accuracy"], "split": config.eval_split}))
+    distributed.shutdown()
+    return 0
+
+
+def _add_eval_parser(verbs) -> None:
+    from .models import MODELS
+
+    parser = verbs.add_parser("eval", help="evaluate a checkpoint on a data split")
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--weights", help="checkpoint path (omit to evaluate fresh weights)")
+    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--val-fraction", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_eval(args) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.model, args.weights, args.data, split=args.split, batch_size=args.batch_size,
+        device=args.device, val_fraction=args.val_fraction, progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.model} on {args.data} [{args.split}]: top-1 {result['accuracy']:.4f}, loss {result['loss']:.4f}, {result['num_samples']} images")
+        for name, accuracy in zip(result["classes"], result["per_class_accuracy"]):
+            print(f"  {name:>12s} {accuracy:.4f}")
+    return 0
+
+
+def _add_demo_parser(verbs) -> None:
+    parser = verbs.add_parser("demo", help="train and evaluate the small CNN on the embedded digits (about a minute)")
+    parser.add_argument("--run-dir", default="runs/demo")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(args.run_dir, epochs=args.epochs, seed=args.seed)
+    print(f"demo: digits_cnn on digits, test top-1 {summary['test_accuracy']:.4f} after {summary['epochs']} epochs")
+    print(f"      {summary['conv_units']} conv units, {summary['flops_per_image']:,} FLOPs per image, {summary['parameters']:,} parameters")
+    print(f"      run directory: {summary['run_dir']}")
+    return 0
+
+
+def _add_units_parser(verbs) -> None:
+    from .models import MODELS
+
+    parser = verbs.add_parser("units", help="list a model's conv units with their FLOPs and parameters")
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+
+
+def _run_units(args) -> int:
+    from .engine import count_costs
+    from .models import create_model, model_spec
+    from .units import describe_units, find_units
+
+    spec = model_spec(args.model)
+    model = create_model(args.model, args.num_classes)
+    units = find_units(model, spec.input_shape)
+    costs = count_costs(model, spec.input_shape, units)
+    if args.json:
+        print(json.dumps(costs.to_dict()))
+    else:
+        print(describe_units(units))
+        print(f"total: {costs.total_flops:,} FLOPs per image, {costs.total_params:,} parameters")
+    return 0
+
+
+def _add_models_parser(verbs) -> None:
+    verbs.add_parser("models", help="list the built-in models")
+
+
+def _run_models(args) -> int:
+    from .models import MODELS
+
+    for name in sorted(MODELS):
+        spec = MODELS[name]
+        print(f"{name:16s} input {'x'.join(map(str, spec.input_shape)):8s} {spec.description}")
+    return 0
+
+
+VERBS = {
+    "demo": (_add_demo_parser, _run_demo),
+    "train": (_add_train_parser, _run_train),
+    "eval": (_add_eval_parser, _run_eval),
+    "units": (_add_units_parser, _run_units),
+    "models": (_add_models_parser, _run_models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="filterscope", description="Which filters does each input, and each class, actually use?")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for add_parser, _ in VERBS.values():
+        add_parser(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return VERBS[args.verb][1](args)
+    except UserInputError as error:
+        print(f"filterscope {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        print(f"filterscope {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"filterscope {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

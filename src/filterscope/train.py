@@ -1,0 +1,362 @@
+"""One training loop for plain training, fine-tuning and (later) decoupled training.
+
+The loop is deterministic for a given seed: every epoch reseeds the samplers and the random
+augmentation from ``(seed, epoch, rank)``, so a run killed mid-epoch and resumed from its last
+epoch checkpoint ends with the same weights as an uninterrupted run. Under ``torchrun`` it
+trains with DistributedDataParallel (gloo on CPU, NCCL on GPU), each process taking its share
+of the global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from . import distributed
+from .errors import UserInputError
+from .evaluate import EvalResult, evaluate
+from .models import create_model, model_spec
+from .models.checkpoint import read_checkpoint, save_atomically
+from .rundir import RunDir
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; written to ``config.yaml`` in the run directory.
+
+    Attributes:
+        model: registered model name.
+        data: registered data set name, or a path to an image folder or zip.
+        weights: checkpoint to start from (fine-tuning); None trains from scratch.
+        num_classes: classes of the model's output; None takes the data set's.
+        epochs: passes over the training split.
+        batch_size: global batch size (split evenly over ``torchrun`` processes).
+        lr: peak learning rate of SGD.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty of SGD.
+        nesterov: Nesterov momentum.
+        schedule: "cosine" (to zero over all steps), "step" (×gamma at each milestone epoch) or "constant".
+        milestones: epochs at which the step schedule multiplies the rate by ``gamma``.
+        gamma: factor of the step schedule.
+        warmup_epochs: linear warm-up of the learning rate over this many epochs (may be fractional).
+        seed: seed of everything random (initialisation, sampling, augmentation, validation split).
+        augment: random crop and horizontal flip on training images.
+        val_fraction: share of the training split held out as a validation split.
+        eval_split: split evaluated after every epoch ("test" or "val").
+        device: "cpu", "cuda", "cuda:N" or "auto".
+        workers: data-loader worker processes.
+        threads: intra-op CPU threads (None leaves torch's default).
+        run_dir: folder of the run.
+        resume: continue from ``run_dir/checkpoints/last.pt`` when it exists.
+        max_steps_per_epoch: stop each epoch early (for quick checks and tests).
+        progress: show progress bars.
+    """
+
+    model: str = "digits_cnn"
+    data: str = "digits"
+    weights: str | None = None
+    num_classes: int | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    val_fraction: float = 0.0
+    eval_split: str = "test"
+    device: str = "cpu"
+    workers: int = 0
+    threads: int | None = None
+    run_dir: str = "runs/train"
+    resume: bool = False
+    max_steps_per_epoch: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise one clear error for a value that cannot work."""
+        if self.epochs < 1:
+            raise UserInputError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise UserInputError(f"batch size must be at least 1, got {self.batch_size}.")
+        if not self.lr > 0:
+            raise UserInputError(f"learning rate must be positive, got {self.lr}.")
+        if self.schedule not in SCHEDULES:
+            raise UserInputError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
+        if self.eval_split not in ("test", "val"):
+            raise UserInputError(f"eval split must be 'test' or 'val', got {self.eval_split!r}.")
+        if self.eval_split == "val" and self.val_fraction == 0:
+            raise UserInputError("eval split 'val' needs a validation split: pass --val-fraction, e.g. 0.1.")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    run_dir: Path
+
+
+# An objective turns a batch into (loss, logits, named loss terms). The default is cross-entropy;
+# decoupled training adds its gate losses through the same signature.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def cross_entropy_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    return loss, logits, {"ce": loss}
+
+
+def learning_rate_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak learning rate at global ``step`` (warm-up, then the schedule)."""
+    epoch_float = step / steps_per_epoch
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if config.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        progress = (step - warmup_steps) / max(1.0, total - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if config.schedule == "step":
+        return config.gamma ** sum(epoch_float >= m for m in config.milestones)
+    return 1.0
+
+
+def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | None):
+    """The training set (augmented) and the evaluation set of ``config``."""
+    from .data import load_dataset
+
+    common = dict(
+        mean=mean,
+        std=std,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        expected_image_shape=tuple(image_shape),
+        expected_num_classes=num_classes,
+    )
+    train_set = load_dataset(config.data, "train", augment=config.augment, **common)
+    eval_set = load_dataset(config.data, config.eval_split, augment=False, **common)
+    return train_set, eval_set
+
+
+def shard_for_evaluation(dataset):
+    """This process's share of an evaluation set: every world_size-th sample, no padding."""
+    if distributed.world_size() == 1:
+        return dataset
+    return Subset(dataset, range(distributed.rank(), len(dataset), distributed.world_size()))
+
+
+def _seed_epoch(config: TrainConfig, epoch: int) -> None:
+    torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + distributed.rank())
+
+
+def train(
+    config: TrainConfig,
+    *,
+    model: nn.Module | None = None,
+    objective: Objective = cross_entropy_objective,
+    param_groups: Callable[[nn.Module], list[dict]] | None = None,
+    epoch_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+    checkpoint_extra: Callable[[nn.Module], dict[str, Any]] | None = None,
+    metrics_key: str = "train",
+) -> TrainResult:
+    """Train (or fine-tune) a model and write the run directory.
+
+    Args:
+        config: the run's settings.
+        model: a model to train instead of building ``config.model``; it is copied, never changed.
+        objective: maps (model, images, labels) to (loss, logits, loss terms).
+        param_groups: optional ``model -> optimizer parameter groups`` (e.g. a separate gate rate).
+        epoch_metrics: optional ``(model, epoch) -> dict`` logged after every epoch.
+        checkpoint_extra: optional ``model -> dict`` stored in every checkpoint (what is needed to rebuild it).
+        metrics_key: key of this run in ``metrics.json``.
+
+    Returns:
+        The trained model (unwrapped, in evaluation mode), the per-epoch history and final numbers.
+    """
+    config.validate()
+    device = distributed.resolve_device(config.device)
+    is_distributed = distributed.init_distributed(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise UserInputError(
+            f"batch size {config.batch_size} does not split over {world} processes; pass a multiple of {world}."
+        )
+
+    torch.manual_seed(config.seed)
+    if model is None:
+        spec = model_spec(config.model)
+        mean, std, image_shape = spec.mean, spec.std, spec.input_shape
+    else:
+        mean = getattr(model, "input_mean", None)
+        std = getattr(model, "input_std", None)
+        image_shape = getattr(model, "input_shape", None)
+        if mean is None or std is None or image_shape is None:
+            spec = model_spec(config.model)
+            mean, std, image_shape = spec.mean, spec.std, spec.input_shape
+    train_set, eval_set = load_data(config, mean, std, image_shape, config.num_classes)
+    num_classes = len(train_set.classes)
+    if model is None:
+        model = create_model(config.model, num_classes, config.weights)
+    else:
+        model = copy.deepcopy(model)
+    model.to(device)
+
+    run = RunDir(config.run_dir)
+    last_checkpoint = run.checkpoints / "last.pt"
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    groups = param_groups(model) if param_groups else [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    for group in groups:
+        group.setdefault("lr", config.lr)
+        group["peak_lr"] = group["lr"]
+    optimizer = torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=config.nesterov
+    )
+    if config.resume and last_checkpoint.exists():
+        state = read_checkpoint(last_checkpoint)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = list(state.get("history", []))
+        start_epoch = int(state["epoch"])
+        if distributed.is_main_process() and config.progress:
+            print(f"resuming {config.run_dir} after epoch {start_epoch}")
+    elif config.resume and distributed.is_main_process():
+        print(f"no checkpoint in {run.checkpoints}; starting from scratch")
+    if distributed.is_main_process():
+        run.write_config({"verb": metrics_key, **asdict(config)})
+
+    training_model: nn.Module = model
+    if is_distributed:
+        training_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    per_process_batch = config.batch_size // world
+    eval_loader = DataLoader(
+        shard_for_evaluation(eval_set), batch_size=max(256, per_process_batch), shuffle=False, num_workers=config.workers
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    start_time = time.time()
+
+    for epoch in range(start_epoch, config.epochs):
+        _seed_epoch(config, epoch)
+        if is_distributed:
+            sampler = DistributedSampler(train_set, seed=config.seed, shuffle=True, drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
+            sampler = RandomSampler(train_set, generator=generator)
+        loader = DataLoader(
+            train_set, batch_size=per_process_batch, sampler=sampler, num_workers=config.workers, drop_last=True
+        )
+        training_model.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        epoch_start = time.time()
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not (config.progress and distributed.is_main_process()),
+            leave=False,
+        )
+        for step, (images, labels) in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            global_step = epoch * steps_per_epoch + step
+            factor = learning_rate_factor(config, global_step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = group["peak_lr"] * factor
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            loss, logits, terms = objective(training_model, images, labels)
+            if not torch.isfinite(loss):
+                bad = [name for name, value in terms.items() if not torch.isfinite(torch.as_tensor(value)).all()]
+                raise FloatingPointError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(non-finite terms: {', '.join(bad) or 'the total'}); the last good checkpoint is "
+                    f"{last_checkpoint if last_checkpoint.exists() else 'none yet'}: lower the learning rate "
+                    "or the loss weights and resume."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+
+        # Training numbers of this process are summed over processes.
+        totals = torch.tensor([correct, seen, *sums.values()], dtype=torch.float64)
+        distributed.all_reduce_sum(totals)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_accuracy": float(totals[0] / max(totals[1], 1)),
+            **{f"train_{name}": float(totals[2 + i] / max(totals[1], 1)) for i, name in enumerate(sums)},
+            "epoch_seconds": time.time() - epoch_start,
+        }
+        result: EvalResult = evaluate(model, eval_loader, num_classes, device=device, progress=False)
+        record.update({f"{config.eval_split}_accuracy": result.accuracy, f"{config.eval_split}_loss": result.loss})
+        if epoch_metrics is not None:
+            record.update(epoch_metrics(model, epoch))
+        history.append(record)
+        if distributed.is_main_process():
+            payload = {
+                "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+                "config": asdict(config),
+                "model_name": config.model,
+                "num_classes": num_classes,
+                "classes": list(train_set.classes),
+            }
+            if checkpoint_extra is not None:
+                payload.update(checkpoint_extra(model))
+            save_atomically(payload, last_checkpoint)
+            run.update_metrics(metrics_key, {"history": history, "complete": epoch + 1 == config.epochs})
+            if config.progress:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
+                tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}")
+        distributed.barrier()
+
+    model.eval()
+    final_eval = evaluate(model, eval_loader, num_classes, device=device, progress=False)
+    final = {
+        **final_eval.to_dict(list(train_set.classes)),
+        "split": config.eval_split,
+        "epochs": config.epochs,
+        "wall_seconds_this_process": time.time() - start_time,
+        "world_size": world,
+    }
+    if distributed.is_main_process():
+        run.update_metrics(metrics_key, {"history": history, "final": final, "complete": True})
+    return TrainResult(model=model, history=history, final=final, run_dir=run.path)
