@@ -259,7 +259,11 @@ def train(
     eval_loader = DataLoader(
         shard_for_evaluation(eval_set), batch_size=max(256, per_process_batch), shuffle=False, num_workers=config.workers
     )
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = len(train_set) // config.batch_size  # the loaders drop the last partial batch
+    if steps_per_epoch < 1:
+        raise UserInputError(
+            f"the training split has {len(train_set)} images, fewer than one batch of {config.batch_size}; lower --batch-size."
+        )
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     start_time = time.time()
