@@ -117,12 +117,12 @@ class TrainResult:
     run_dir: Path
 
 
-# An objective turns a batch into (loss, logits, named loss terms). The default is cross-entropy;
-# decoupled training adds its gate losses through the same signature.
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+# An objective turns a batch and the global step into (loss, logits, named loss terms). The default
+# is cross-entropy; decoupled training adds its gate losses through the same signature.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def cross_entropy_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+def cross_entropy_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
     return loss, logits, {"ce": loss}
@@ -186,7 +186,7 @@ def train(
     Args:
         config: the run's settings.
         model: a model to train instead of building ``config.model``; it is copied, never changed.
-        objective: maps (model, images, labels) to (loss, logits, loss terms).
+        objective: maps (model, images, labels, global step) to (loss, logits, loss terms).
         param_groups: optional ``model -> optimizer parameter groups`` (e.g. a separate gate rate).
         epoch_metrics: optional ``(model, epoch) -> dict`` logged after every epoch.
         checkpoint_extra: optional ``model -> dict`` stored in every checkpoint (what is needed to rebuild it).
@@ -297,7 +297,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * factor
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            loss, logits, terms = objective(training_model, images, labels)
+            loss, logits, terms = objective(training_model, images, labels, global_step)
             if not torch.isfinite(loss):
                 bad = [name for name, value in terms.items() if not torch.isfinite(torch.as_tensor(value)).all()]
                 raise FloatingPointError(

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from filterscope.data.arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
 from filterscope.data.registry import register_dataset
+from filterscope.data.image_folder import one_line
 from filterscope.errors import UserInputError
 from filterscope.paths import cache_dir
 
@@ -117,6 +118,11 @@ def load_cifar(fmt: CifarFormat, split: str, root: str | Path | None = None) -> 
     if fmt.meta_file not in files:
         raise UserInputError(f"{location} has no {fmt.meta_file} file; delete it and download {fmt.archive} again.")
     meta = _unpickle(files.pop(fmt.meta_file), location / fmt.meta_file)
+    if not isinstance(meta.get(fmt.names_key), list):
+        raise UserInputError(
+            f"{location / fmt.meta_file} has no {fmt.names_key.decode()} list; "
+            f"delete it and download {fmt.archive} again."
+        )
     classes = [name.decode("utf-8") for name in meta[fmt.names_key]]
 
     # Natural order: data_batch_1, ..., data_batch_5 (CIFAR-100 has a single "train" file).
@@ -130,16 +136,22 @@ def load_cifar(fmt: CifarFormat, split: str, root: str | Path | None = None) -> 
     images, targets = [], []
     for name in names:
         batch = _unpickle(files[name], location / name)
-        data = np.asarray(batch.get(b"data"))
-        labels = np.asarray(batch.get(fmt.labels_key), dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+        data, labels = batch.get(b"data"), batch.get(fmt.labels_key)
+        if not (
+            isinstance(data, np.ndarray)
+            and data.dtype == np.uint8
+            and data.ndim == 2
+            and data.shape[1] == 3072
+            and isinstance(labels, (list, np.ndarray))
+            and len(labels) == len(data)
+        ):
             raise UserInputError(
-                f"{location / name} is not a CIFAR batch (expected uint8 data N×3072 and {len(data)} labels); "
+                f"{location / name} is not a CIFAR batch (uint8 data of N×3072 and N {fmt.labels_key.decode()}); "
                 f"delete it and download {fmt.archive} again."
             )
         # Channel-major rows: R plane, G plane, B plane -> (N, 32, 32, 3).
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        targets.append(labels)
+        targets.append(np.asarray(labels, dtype=np.int64))
     return ArrayDataset(
         np.ascontiguousarray(np.concatenate(images)),
         np.concatenate(targets),
@@ -190,7 +202,7 @@ def _download(fmt: CifarFormat, folder: Path) -> Path:
     except OSError as error:  # URLError, timeouts, no route, disk full, read-only folder
         reason = getattr(error, "reason", None) or error
         raise UserInputError(
-            f"{fmt.name} is not in {folder} and downloading {fmt.url} failed ({reason}); {advice}."
+            f"{fmt.name} is not in {folder} and downloading {fmt.url} failed ({one_line(reason)}); {advice}."
         ) from error
     finally:
         if temp_path is not None:
@@ -212,7 +224,7 @@ def _read_files(fmt: CifarFormat, location: Path, wanted) -> dict[str, bytes]:
                     files[name] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as error:
         raise UserInputError(
-            f"{location} is not a readable {fmt.archive} ({error}); delete it and download it again."
+            f"{location} is not a readable {fmt.archive} ({one_line(error)}); delete it and download it again."
         ) from error
     return files
 
@@ -243,7 +255,9 @@ def _unpickle(content: bytes, where: Path) -> dict:
     try:
         result = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
     except Exception as error:  # a corrupt pickle can raise almost anything
-        raise UserInputError(f"{where} is not a readable CIFAR pickle ({error}); delete it and download it again.") from error
+        raise UserInputError(
+            f"{where} is not a readable CIFAR pickle ({one_line(error)}); delete it and download it again."
+        ) from error
     if not isinstance(result, dict):
         raise UserInputError(f"{where} is not a CIFAR pickle (no dict inside); delete it and download it again.")
     return result

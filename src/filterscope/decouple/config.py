@@ -1,0 +1,104 @@
+"""Settings of network decoupling: the gate shape, the three losses and their schedule."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, fields
+
+from ..errors import UserInputError
+from .presets import PRESET_FOR_MODEL, PRESETS
+
+SPARSITY_FORMS = ("paper", "mean")
+
+
+@dataclass
+class DecoupleConfig:
+    """How to decouple a network.
+
+    Attributes:
+        preset: a name of ``PRESETS`` (Table 5 of the paper), "auto" (the preset of the built-in
+            model, if any) or None; values set explicitly (not None) override the preset's.
+        reduction: γ, the controlling module's squeeze ratio (hidden width C/γ).
+        gate_bias_init: initial gate logit; > 0 so every filter starts on, < 2.4 so the gate can learn.
+        lambda_mi: λm, weight of the mutual-information loss L_mi (Eq. 9).
+        lambda_kl: λk, weight of KL(z ‖ y) (Eq. 10).
+        lambda_sparsity: λs, weight of the sparsity loss L_s (Eq. 11).
+        sparsity_ratio: R, the target share of active filters; one number, or one per gated layer.
+        sparsity_form: "paper" is |‖z‖₁ − R·N| per layer (Eq. 11, grows with the layer width N);
+            "mean" is |mean(z) − R| (the same target, width-independent scale).
+        sparsity_warmup_epochs: λs rises linearly from 0 over this many epochs.
+        kl_epsilon: added before normalising z and y into distributions over the filters.
+        mi_classifier_full_rate: train the per-layer classifiers W_cla with the unweighted
+            cross-entropy on detached gates (the gates still see λm·L_mi). With False, W_cla learns
+            only through λm·L_mi as in the paper's formula, and with λm ~ 0.01 it barely learns.
+        gate_lr_scale: learning rate of the gates and classifiers relative to the network's.
+        include: fnmatch patterns of unit names to gate (default: every gateable unit).
+        exclude: fnmatch patterns of unit names not to gate.
+        skip_first_and_last: leave the first and the last conv unit ungated (the paper's choice).
+    """
+
+    preset: str | None = None
+    reduction: int = 4
+    gate_bias_init: float = 1.0
+    lambda_mi: float | None = None
+    lambda_kl: float | None = None
+    lambda_sparsity: float | None = None
+    sparsity_ratio: float | list[float] | None = None
+    sparsity_form: str = "paper"
+    sparsity_warmup_epochs: float = 0.0
+    kl_epsilon: float = 1e-6
+    mi_classifier_full_rate: bool = True
+    gate_lr_scale: float = 1.0
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    skip_first_and_last: bool = True
+
+    def resolved(self, model_name: str | None = None) -> "DecoupleConfig":
+        """A copy with the preset's values filled in where this config leaves them None."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        preset = self.preset
+        if preset == "auto":
+            preset = PRESET_FOR_MODEL.get(model_name or "")
+            if preset is None:
+                warnings.warn(
+                    f"no decoupling preset for model {model_name!r}; using explicit values "
+                    "(λm 0.01, λk 1, λs 0.00015, R 0 unless set)", stacklevel=2,
+                )
+        if preset is not None:
+            if preset not in PRESETS:
+                raise UserInputError(f"unknown decoupling preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}.")
+            for name, value in PRESETS[preset].items():
+                if values[name] is None:
+                    values[name] = value
+        defaults = PRESETS["resnet56"]
+        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio"):
+            if values[name] is None:
+                values[name] = defaults[name]
+        values["preset"] = preset
+        config = DecoupleConfig(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.reduction < 1:
+            raise UserInputError(f"reduction γ must be at least 1, got {self.reduction}.")
+        if self.sparsity_form not in SPARSITY_FORMS:
+            raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
+        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UserInputError(f"{name} must be >= 0, got {value}.")
+        ratios = self.sparsity_ratio if isinstance(self.sparsity_ratio, list) else [self.sparsity_ratio]
+        if any(r is not None and not 0.0 <= r <= 1.0 for r in ratios):
+            raise UserInputError(f"sparsity ratio R must be in [0, 1], got {self.sparsity_ratio}.")
+
+    def layer_ratios(self, num_layers: int) -> list[float]:
+        """R for each gated layer, in order."""
+        ratio = self.sparsity_ratio
+        if isinstance(ratio, list):
+            if len(ratio) != num_layers:
+                raise UserInputError(
+                    f"{len(ratio)} sparsity ratios were given for {num_layers} gated layers; give one number or one per layer."
+                )
+            return [float(r) for r in ratio]
+        return [float(ratio or 0.0)] * num_layers

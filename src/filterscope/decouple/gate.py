@@ -1,0 +1,105 @@
+"""The architecture controlling module (gate) and the two wrappers that put it into a conv unit.
+
+For a gated unit (conv → BN → activation) the gate reads the unit's *input* X before the conv runs:
+s = GAP(X) ∈ R^C, gate logits g = W2 · ReLU(W1 · s) + b ∈ R^N (Li et al., 2020, Eq. 4), and
+z = SemHash(g) ∈ [0, 1]^N. The unit's output becomes Y ⊙ z.
+
+Where the product is taken: :class:`GatedConv` (replacing the conv) computes z; :class:`GatedOutput`
+(replacing the BN) multiplies the BN output by z. For ReLU-like activations (ReLU, LeakyReLU) this is
+exactly Y ⊙ z because act(z·x) = z·act(x) for z ≥ 0, and with the hard 0/1 gates of evaluation it is
+exact for every activation with act(0) = 0. Gating at the BN keeps any model working whose
+activation module is reused by several units (torchvision's ResNets) or is a function call.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .semhash import semhash
+
+
+class GateSlot:
+    """What one gated unit's gate produced in the last forward pass (shared by its two wrappers).
+
+    Attributes:
+        gate_logits: g, shape (B, N).
+        gates: z, shape (B, N).
+        response: GAP of the unit's ungated output after its activation, shape (B, N) (for L_kl).
+    """
+
+    def __init__(self) -> None:
+        self.gate_logits: torch.Tensor | None = None
+        self.gates: torch.Tensor | None = None
+        self.response: torch.Tensor | None = None
+
+    def clear(self) -> None:
+        self.gate_logits = self.gates = self.response = None
+
+
+class ControllingModule(nn.Module):
+    """g = W2 · ReLU(W1 · GAP(X)) + b, with W1 ∈ R^{C/γ × C}, W2 ∈ R^{N × C/γ}.
+
+    W2 starts at zero and b at ``bias_init`` > 0, so at step 0 every filter is on (g = b) and the
+    decoupled network computes exactly what the original did; ``bias_init`` well below ln 11 ≈ 2.4
+    keeps the gates out of the flat part of the saturating sigmoid, where they could never learn
+    to close.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4, bias_init: float = 1.0):
+        super().__init__()
+        hidden = max(1, in_channels // reduction)
+        self.squeeze = nn.Linear(in_channels, hidden)
+        self.expand = nn.Linear(hidden, out_channels)
+        nn.init.zeros_(self.expand.weight)
+        nn.init.constant_(self.expand.bias, bias_init)
+
+    def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
+        pooled = unit_input.mean(dim=(2, 3))
+        return self.expand(F.relu(self.squeeze(pooled)))
+
+
+class GatedConv(nn.Module):
+    """A conv whose gate is computed from the conv's input before the conv runs."""
+
+    def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot):
+        super().__init__()
+        self.conv = conv
+        self.controller = controller
+        self.slot = slot
+        # Gates follow this flag, not ``self.training``, so BatchNorm statistics can be
+        # re-estimated with evaluation gates (see recalibrate_batchnorm).
+        self.noisy_gates = True
+
+    def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
+        gate_logits = self.controller(unit_input)
+        self.slot.gate_logits = gate_logits
+        self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates)
+        return self.conv(unit_input)
+
+
+class GatedOutput(nn.Module):
+    """The unit's BatchNorm followed by the gate product; records the ungated response for L_kl."""
+
+    def __init__(self, batchnorm: nn.Module, activation: nn.Module | None, slot: GateSlot):
+        super().__init__()
+        self.batchnorm = batchnorm
+        # The activation is only used to measure the response y = GAP(act(BN(conv X))); it is not
+        # registered as a submodule so the model's own activation keeps its place in the graph.
+        response_activation = copy.copy(activation) if activation is not None else nn.ReLU()
+        if hasattr(response_activation, "inplace"):
+            response_activation.inplace = False  # never overwrite the BN output it measures
+        object.__setattr__(self, "_response_activation", response_activation)
+        self.slot = slot
+
+    def forward(self, conv_output: torch.Tensor) -> torch.Tensor:
+        normalised = self.batchnorm(conv_output)
+        gates = self.slot.gates
+        if gates is None:
+            raise RuntimeError("GatedOutput ran before its GatedConv; the decoupled graph is broken.")
+        if self.training:
+            self.slot.response = self._response_activation(normalised).mean(dim=(2, 3))
+        return normalised * gates[:, :, None, None]

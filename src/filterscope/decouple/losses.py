@@ -1,0 +1,54 @@
+"""The three decoupling losses of Li et al. (2020), each averaged over the batch and summed over layers.
+
+- L_mi (Eq. 9): Σ_l CE(W_cla^l · z^l, label) — a variational bound on the mutual information between
+  the gates of layer l and the class.
+- L_kl (Eq. 10): Σ_l KL(z^l ‖ y^l), with z^l and y^l (GAP of the unit's ungated output) each
+  normalised into a distribution over the layer's filters: p = (z + ε) / Σ(z + ε). The direction
+  is z ‖ y: Σ p_z log(p_z / p_y).
+- L_s (Eq. 11): Σ_l | ‖z^l‖₁ − R^l·N^l | (form "paper"), or Σ_l | mean(z^l) − R^l | (form "mean").
+  It is an absolute deviation from a target, not a plain L1 penalty: with R > 0 it also pushes
+  gates back on when fewer than R·N are open.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mutual_information_loss(gates: list[torch.Tensor], labels: torch.Tensor, classifiers, full_rate_classifiers: bool):
+    """Returns (loss the gates see, loss the classifiers see), each summed over layers.
+
+    With ``full_rate_classifiers`` the classifiers learn from CE on detached gates at weight 1 (so
+    they track the best decoder of the gates), while the gates see CE through frozen classifiers.
+    """
+    gate_side = gates[0].new_zeros(())
+    classifier_side = gates[0].new_zeros(())
+    for z, classifier in zip(gates, classifiers):
+        if full_rate_classifiers:
+            gate_side = gate_side + F.cross_entropy(F.linear(z, classifier.weight.detach(), classifier.bias.detach()), labels)
+            classifier_side = classifier_side + F.cross_entropy(classifier(z.detach()), labels)
+        else:
+            gate_side = gate_side + F.cross_entropy(classifier(z), labels)
+    return gate_side, classifier_side
+
+
+def to_distribution(values: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Non-negative (B, N) values → rows that sum to 1 (ε keeps empty rows and log finite)."""
+    shifted = values.clamp_min(0) + epsilon
+    return shifted / shifted.sum(dim=1, keepdim=True)
+
+
+def kl_gate_response(gates: torch.Tensor, response: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """KL(z ‖ y) over filters, averaged over the batch."""
+    p = to_distribution(gates, epsilon)
+    q = to_distribution(response, epsilon)
+    return (p * (p.log() - q.log())).sum(dim=1).mean()
+
+
+def sparsity_loss(gates: torch.Tensor, ratio: float, form: str) -> torch.Tensor:
+    """| ‖z‖₁ − R·N | ("paper") or | mean(z) − R | ("mean"), averaged over the batch."""
+    width = gates.shape[1]
+    if form == "paper":
+        return (gates.sum(dim=1) - ratio * width).abs().mean()
+    return (gates.mean(dim=1) - ratio).abs().mean()

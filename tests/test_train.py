@@ -1,0 +1,158 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from filterscope.errors import UserInputError
+from filterscope.models import create_model
+from filterscope.train import TrainConfig, learning_rate_factor, train
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def digits_config(run_dir, **overrides) -> TrainConfig:
+    values = dict(model="digits_cnn", data="digits", epochs=4, batch_size=64, lr=0.05, seed=3,
+                  run_dir=str(run_dir), progress=False, threads=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_digits_training_learns_and_writes_a_run_directory(tmp_path):
+    result = train(digits_config(tmp_path / "run", epochs=8))
+    assert result.final["accuracy"] > 0.9
+    assert len(result.history) == 8
+    assert result.history[-1]["test_accuracy"] == pytest.approx(result.final["accuracy"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["complete"] is True
+    assert metrics["train"]["final"]["num_samples"] == 360
+    assert (tmp_path / "run" / "config.yaml").read_text().count("model: digits_cnn") == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_same_seed_same_weights(tmp_path):
+    first = train(digits_config(tmp_path / "a", epochs=2)).model.state_dict()
+    second = train(digits_config(tmp_path / "b", epochs=2)).model.state_dict()
+    other = train(digits_config(tmp_path / "c", epochs=2, seed=4)).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_learning_rate_schedules():
+    cosine = TrainConfig(epochs=2, schedule="cosine")
+    assert learning_rate_factor(cosine, 0, 10) == pytest.approx(1.0)
+    assert learning_rate_factor(cosine, 10, 10) == pytest.approx(0.5)
+    step = TrainConfig(epochs=3, schedule="step", milestones=[1, 2], gamma=0.1)
+    assert [round(learning_rate_factor(step, s, 10), 6) for s in (0, 10, 25)] == [1.0, 0.1, 0.01]
+    warm = TrainConfig(epochs=2, schedule="constant", warmup_epochs=1)
+    assert learning_rate_factor(warm, 4, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"schedule": "linear"}, "unknown schedule"),
+        ({"eval_split": "val"}, "pass --val-fraction"),
+        ({"device": "cuda"}, "no CUDA GPU"),
+        ({"batch_size": 5000}, "fewer than one batch"),
+    ],
+)
+def test_bad_training_options_are_one_clear_error(tmp_path, overrides, message):
+    if overrides.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserInputError, match=message):
+        train(digits_config(tmp_path / "run", **overrides))
+
+
+def test_non_finite_loss_names_epoch_step_and_term_and_keeps_last_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def exploding(model, images, labels, step):
+        calls["n"] += 1
+        logits = model(images)
+        ce = torch.nn.functional.cross_entropy(logits, labels)
+        extra = ce * (float("inf") if calls["n"] > 30 else 0.0)
+        return ce + extra, logits, {"ce": ce, "extra": extra}
+
+    with pytest.raises(FloatingPointError, match=r"epoch 2, step 9 \(non-finite terms: extra\).*last\.pt"):
+        train(digits_config(tmp_path / "run"), objective=exploding)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from filterscope.train import TrainConfig, train, cross_entropy_objective
+    run_dir, kill_at = sys.argv[1], int(sys.argv[2])
+    calls = {"n": 0}
+    def objective(model, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of an epoch
+        return cross_entropy_objective(model, images, labels, step)
+    train(TrainConfig(model="digits_cnn", data="digits", epochs=4, batch_size=64, lr=0.05, seed=3,
+                      run_dir=run_dir, progress=False, threads=1, resume=True), objective=objective)
+    """
+)
+
+
+def test_kill_minus_nine_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run_dir = tmp_path / "killed"
+    # 22 steps per epoch: the 55th step is in the middle of epoch 3.
+    killed = subprocess.run([sys.executable, str(script), str(run_dir), "55"], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.pt"]
+    resumed = subprocess.run([sys.executable, str(script), str(run_dir), "-1"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    reference = train(digits_config(tmp_path / "straight"))
+    resumed_state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert resumed_state["epoch"] == 4
+    expected = reference.model.state_dict()
+    assert all(torch.equal(resumed_state["state_dict"][k], expected[k]) for k in expected)
+
+
+DDP_RUN = textwrap.dedent(
+    """
+    import sys, torch, torch.distributed as dist
+    from filterscope.train import TrainConfig, train
+    out = sys.argv[1]
+    result = train(TrainConfig(model="digits_cnn", data="digits", epochs=12, batch_size=64, lr=0.05, seed=3,
+                               run_dir=out + "/run", progress=False))
+    torch.save({"state": result.model.state_dict(), "accuracy": result.final["accuracy"],
+                "world": result.final["world_size"]}, f"{out}/rank{dist.get_rank()}.pt")
+    dist.destroy_process_group()
+    """
+)
+
+
+def test_torchrun_two_cpu_processes_hold_identical_weights_and_match_single_process_accuracy(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_RUN)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
+        env=env, capture_output=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert rank0["world"] == 2
+    # Parameters are kept in sync by DDP; BatchNorm running statistics are per process.
+    parameter_names = [n for n, _ in create_model("digits_cnn").named_parameters()]
+    assert all(torch.equal(rank0["state"][n], rank1["state"][n]) for n in parameter_names)
+    assert rank0["accuracy"] == rank1["accuracy"]  # the test shards are summed over processes
+    single = train(digits_config(tmp_path / "single", epochs=12))
+    assert abs(rank0["accuracy"] - single.final["accuracy"]) <= 0.01, (rank0["accuracy"], single.final["accuracy"])
