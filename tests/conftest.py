@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from filterscope.paths import shared_dir
+
+SHARED = shared_dir()
+CIFAR_ZIP = SHARED / "data" / "cifar10-jpeg.zip"
+RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
+RESNET56 = SHARED / "models" / "resnet56-4bfd9763.th"
+
+
+def require_shared(*paths: Path) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"needs the shared data/checkpoints ({', '.join(missing)}); set FILTERSCOPE_SHARED")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # Keep decoded data sets in a per-session cache unless the user points FILTERSCOPE_CACHE somewhere.
+    if "FILTERSCOPE_CACHE" not in os.environ:
+        os.environ["FILTERSCOPE_CACHE"] = str(Path.home() / ".cache" / "filterscope")
+    yield
+
+
+# Tests run on small tensors on busy 2-core machines, where torch's default intra-op threading
+# makes them many times slower; one thread keeps them fast and repeatable.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)

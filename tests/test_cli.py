@@ -1,0 +1,188 @@
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from filterscope.cli import main
+from filterscope.models import create_model, save_atomically
+
+from conftest import CIFAR_ZIP, RESNET20, RESNET56, require_shared
+
+
+def run_cli(*args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_clear_error(code, err, *fragments):
+    assert code == 2
+    # Progress bars (tqdm, on stderr) may precede the error; the error itself is one line.
+    lines = [line for line in err.strip().splitlines() if line.strip() and "|" not in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write_image_zip(path: Path, sizes=((8, 8),), classes=("a", "b"), per_class=3, splits=("train", "test")):
+    with zipfile.ZipFile(path, "w") as archive:
+        for split in splits:
+            for class_index, name in enumerate(classes):
+                for index in range(per_class):
+                    size = sizes[(index + class_index) % len(sizes)]
+                    image = Image.fromarray(np.full((*size, 3), 40 * index, dtype=np.uint8))
+                    target = path.parent / f"{split}_{name}_{index}.png"
+                    image.save(target)
+                    archive.write(target, f"set/{split}/{name}/{index}.png")
+
+
+@pytest.mark.shared
+def test_eval_resnet20_reproduces_the_jpeg_test_accuracy(capsys):
+    require_shared(CIFAR_ZIP, RESNET20)
+    code, out, _ = run_cli("eval", "--model", "resnet20", "--weights", RESNET20, "--data", CIFAR_ZIP,
+                           "--split", "test", "--json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["accuracy"] == pytest.approx(0.8103, abs=0.001)
+    assert len(result["per_class_accuracy"]) == 10
+    assert result["classes"][0] == "airplane" and result["classes"][-1] == "truck"
+    assert result["num_samples"] == 10_000
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_eval_resnet56_reproduces_the_jpeg_test_accuracy(capsys):
+    require_shared(CIFAR_ZIP, RESNET56)
+    code, out, _ = run_cli("eval", "--model", "resnet56", "--weights", RESNET56, "--data", CIFAR_ZIP, "--json", capsys=capsys)
+    assert code == 0
+    assert json.loads(out)["accuracy"] == pytest.approx(0.8320, abs=0.001)
+
+
+def test_eval_on_digits_prints_per_class_accuracy(tmp_path, capsys):
+    weights = tmp_path / "digits.pt"
+    save_atomically({"state_dict": create_model("digits_cnn", 10).state_dict()}, weights)
+    code, out, _ = run_cli("eval", "--model", "digits_cnn", "--weights", weights, "--data", "digits", capsys=capsys)
+    assert code == 0
+    assert "top-1" in out and len(out.strip().splitlines()) == 11
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    code, _, err = run_cli("eval", "--model", "digits_cnn", "--weights", tmp_path / "none.pt", "--data", "digits", capsys=capsys)
+    assert_one_clear_error(code, err, "does not exist", "--weights")
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"\x00garbage")
+    code, _, err = run_cli("eval", "--model", "digits_cnn", "--weights", path, "--data", "digits", capsys=capsys)
+    assert_one_clear_error(code, err, "corrupt")
+
+
+def test_checkpoint_of_another_architecture(capsys):
+    require_shared(RESNET20)
+    code, _, err = run_cli("eval", "--model", "resnet32", "--weights", RESNET20, "--data", "digits", capsys=capsys)
+    # digits are 8×8 grey images: the data check fires before the checkpoint is read.
+    assert_one_clear_error(code, err)
+
+
+def test_checkpoint_with_other_class_count(tmp_path, capsys):
+    weights = tmp_path / "five.pt"
+    save_atomically({"state_dict": create_model("digits_cnn", 5).state_dict()}, weights)
+    code, _, err = run_cli("eval", "--model", "digits_cnn", "--weights", weights, "--data", "digits", capsys=capsys)
+    assert_one_clear_error(code, err, "has 5 classes but the data set has 10")
+
+
+def test_missing_data_path(tmp_path, capsys):
+    code, _, err = run_cli("eval", "--model", "resnet20", "--data", tmp_path / "nothing.zip", capsys=capsys)
+    assert_one_clear_error(code, err)
+
+
+def test_malformed_zip(tmp_path, capsys):
+    path = tmp_path / "broken.zip"
+    path.write_bytes(b"PK\x03\x04 this is not really a zip")
+    code, _, err = run_cli("eval", "--model", "resnet20", "--data", path, capsys=capsys)
+    assert_one_clear_error(code, err)
+
+
+def test_empty_data_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("eval", "--model", "resnet20", "--data", tmp_path / "empty", capsys=capsys)
+    assert_one_clear_error(code, err)
+
+
+def test_images_of_unexpected_size(tmp_path, capsys):
+    path = tmp_path / "small.zip"
+    write_image_zip(path, sizes=((8, 8),))
+    code, _, err = run_cli("eval", "--model", "resnet20", "--data", path, capsys=capsys)
+    assert_one_clear_error(code, err, "32")
+
+
+def test_images_of_mixed_sizes(tmp_path, capsys):
+    path = tmp_path / "mixed.zip"
+    write_image_zip(path, sizes=((32, 32), (30, 32)))
+    code, _, err = run_cli("eval", "--model", "resnet20", "--data", path, capsys=capsys)
+    assert_one_clear_error(code, err)
+
+
+def test_device_cuda_without_gpu(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = run_cli("eval", "--model", "digits_cnn", "--data", "digits", "--device", "cuda", capsys=capsys)
+    assert_one_clear_error(code, err, "no CUDA GPU", "--device cpu")
+
+
+def test_train_with_bad_yaml_and_unknown_option(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    code, _, err = run_cli("train", "--config", bad, capsys=capsys)
+    assert_one_clear_error(code, err, "not valid YAML")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("epochz: 3\n")
+    code, _, err = run_cli("train", "--config", unknown, capsys=capsys)
+    assert_one_clear_error(code, err, "epochz")
+
+
+def test_train_verb_writes_resolved_config_flags_over_yaml(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 5\nlr: 0.05\nbatch_size: 64\n")
+    run_dir = tmp_path / "run"
+    code, out, _ = run_cli("train", "--config", config, "--epochs", "1", "--threads", "1", "--no-progress",
+                           "--run-dir", run_dir, capsys=capsys)
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1])["run_dir"] == str(run_dir)
+    import yaml
+
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["epochs"] == 1 and resolved["lr"] == 0.05 and resolved["batch_size"] == 64
+
+
+def test_demo_writes_a_run_directory(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "3"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "test top-1" in completed.stdout
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["demo"]["conv_units"] == 4
+    assert 0.5 < metrics["demo"]["test_accuracy"] <= 1.0
+    assert (tmp_path / "demo" / "config.yaml").exists()
+    assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
+
+
+def test_units_verb_lists_resnet20(capsys):
+    code, out, _ = run_cli("units", "--model", "resnet20", "--json", capsys=capsys)
+    assert code == 0
+    costs = json.loads(out)
+    assert len(costs["units"]) == 19
+    assert costs["total_params"] == 269_722
