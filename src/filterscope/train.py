@@ -179,6 +179,7 @@ def train(
     param_groups: Callable[[nn.Module], list[dict]] | None = None,
     epoch_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
     checkpoint_extra: Callable[[nn.Module], dict[str, Any]] | None = None,
+    before_evaluation: Callable[[nn.Module, Any, int], None] | None = None,
     metrics_key: str = "train",
 ) -> TrainResult:
     """Train (or fine-tune) a model and write the run directory.
@@ -190,6 +191,8 @@ def train(
         param_groups: optional ``model -> optimizer parameter groups`` (e.g. a separate gate rate).
         epoch_metrics: optional ``(model, epoch) -> dict`` logged after every epoch.
         checkpoint_extra: optional ``model -> dict`` stored in every checkpoint (what is needed to rebuild it).
+        before_evaluation: optional ``(model, train_set, epoch) -> None`` run after each epoch's last
+            step and before its evaluation (e.g. re-estimating BatchNorm statistics).
         metrics_key: key of this run in ``metrics.json``.
 
     Returns:
@@ -327,6 +330,8 @@ def train(
             **{f"train_{name}": float(totals[2 + i] / max(totals[1], 1)) for i, name in enumerate(sums)},
             "epoch_seconds": time.time() - epoch_start,
         }
+        if before_evaluation is not None:
+            before_evaluation(model, train_set, epoch)
         result: EvalResult = evaluate(model, eval_loader, num_classes, device=device, progress=False)
         record.update({f"{config.eval_split}_accuracy": result.accuracy, f"{config.eval_split}_loss": result.loss})
         if epoch_metrics is not None:

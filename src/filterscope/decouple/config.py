@@ -19,6 +19,9 @@ class DecoupleConfig:
         preset: a name of ``PRESETS`` (Table 5 of the paper), "auto" (the preset of the built-in
             model, if any) or None; values set explicitly (not None) override the preset's.
         reduction: γ, the controlling module's squeeze ratio (hidden width C/γ).
+        standardize_gate_input: standardise the pooled input s per channel before W1 (BatchNorm1d
+            without affine parameters); without it the gates of a pretrained network barely depend
+            on the input (see ControllingModule).
         gate_bias_init: initial gate logit; > 0 so every filter starts on, < 2.4 so the gate can learn.
         lambda_mi: λm, weight of the mutual-information loss L_mi (Eq. 9).
         lambda_kl: λk, weight of KL(z ‖ y) (Eq. 10).
@@ -27,6 +30,9 @@ class DecoupleConfig:
         sparsity_form: "paper" is |‖z‖₁ − R·N| per layer (Eq. 11, grows with the layer width N);
             "mean" is |mean(z) − R| (the same target, width-independent scale).
         sparsity_warmup_epochs: λs rises linearly from 0 over this many epochs.
+        sparsity_on: "noisy" applies L_s to the training gates z (the paper); "evaluation" applies it
+            to the noise-free hard gates 1(g > 0) with a straight-through gradient, i.e. to what
+            inference will skip (noise alone can satisfy L_s on z while every evaluation gate is on).
         kl_epsilon: added before normalising z and y into distributions over the filters.
         mi_classifier_full_rate: train the per-layer classifiers W_cla with the unweighted
             cross-entropy on detached gates (the gates still see λm·L_mi). With False, W_cla learns
@@ -39,6 +45,7 @@ class DecoupleConfig:
 
     preset: str | None = None
     reduction: int = 4
+    standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
     lambda_mi: float | None = None
     lambda_kl: float | None = None
@@ -46,6 +53,7 @@ class DecoupleConfig:
     sparsity_ratio: float | list[float] | None = None
     sparsity_form: str = "paper"
     sparsity_warmup_epochs: float = 0.0
+    sparsity_on: str = "noisy"
     kl_epsilon: float = 1e-6
     mi_classifier_full_rate: bool = True
     gate_lr_scale: float = 1.0
@@ -82,6 +90,8 @@ class DecoupleConfig:
     def validate(self) -> None:
         if self.reduction < 1:
             raise UserInputError(f"reduction γ must be at least 1, got {self.reduction}.")
+        if self.sparsity_on not in ("noisy", "evaluation"):
+            raise UserInputError(f"sparsity_on must be 'noisy' or 'evaluation', got {self.sparsity_on!r}.")
         if self.sparsity_form not in SPARSITY_FORMS:
             raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
         for name in ("lambda_mi", "lambda_kl", "lambda_sparsity"):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .semhash import semhash
+from .semhash import saturating_sigmoid, semhash
 
 
 class GateSlot:
@@ -39,6 +39,16 @@ class GateSlot:
     def clear(self) -> None:
         self.gate_logits = self.gates = self.response = None
 
+    def evaluation_gates(self) -> torch.Tensor:
+        """The gates evaluation would use, 1(g > 0), with the gradient of σ'(g) (straight-through).
+
+        A sparsity loss on these counts what will actually be skipped at inference; on the noisy
+        training gates it can be met by logits just above 0, which are all on at evaluation.
+        """
+        soft = saturating_sigmoid(self.gate_logits)
+        hard = (self.gate_logits > 0).to(soft.dtype)
+        return hard + soft - soft.detach()
+
 
 class ControllingModule(nn.Module):
     """g = W2 · ReLU(W1 · GAP(X)) + b, with W1 ∈ R^{C/γ × C}, W2 ∈ R^{N × C/γ}.
@@ -49,16 +59,22 @@ class ControllingModule(nn.Module):
     to close.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4, bias_init: float = 1.0):
+    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4, bias_init: float = 1.0,
+                 standardize_input: bool = True):
         super().__init__()
         hidden = max(1, in_channels // reduction)
+        # s = GAP(X) of a post-ReLU input varies little between inputs compared with its mean, so
+        # W1·s is almost the same for every input and the gate degenerates into a per-filter bias
+        # (measured: zero spread of g over inputs after training). Standardising each channel of s
+        # over the data (BatchNorm without affine parameters) makes the input-dependent part first order.
+        self.standardize = nn.BatchNorm1d(in_channels, affine=False) if standardize_input else nn.Identity()
         self.squeeze = nn.Linear(in_channels, hidden)
         self.expand = nn.Linear(hidden, out_channels)
         nn.init.zeros_(self.expand.weight)
         nn.init.constant_(self.expand.bias, bias_init)
 
     def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
-        pooled = unit_input.mean(dim=(2, 3))
+        pooled = self.standardize(unit_input.mean(dim=(2, 3)))
         return self.expand(F.relu(self.squeeze(pooled)))
 
 

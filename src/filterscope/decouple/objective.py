@@ -58,7 +58,8 @@ class DecouplingObjective:
             terms["kl"] = kl
             total = total + config.lambda_kl * kl
         if self.use_sparsity:
-            sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(gates, self.layer_ratios))
+            sparse_gates = gates if config.sparsity_on == "noisy" else [slot.evaluation_gates() for slot in decoupled.slots]
+            sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(sparse_gates, self.layer_ratios))
             terms["sparsity"] = sparsity
             total = total + self.sparsity_weight(step) * sparsity
         with torch.no_grad():

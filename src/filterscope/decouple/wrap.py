@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..engine import build_gated_cost_model, count_costs
 from ..errors import UserInputError
 from ..units import Unit, find_units
 from .config import DecoupleConfig
@@ -125,13 +126,22 @@ def decouple(
     slots, out_channels = [], []
     for unit in chosen:
         slot = GateSlot()
-        controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init)
+        controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
+                                       config.standardize_gate_input)
         controller.to(unit.conv.weight.device)
         _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot))
         _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
         slots.append(slot)
         out_channels.append(unit.out_channels)
     decoupled = DecoupledModel(network, [u.name for u in chosen], slots, out_channels, num_classes, config)
+    controller_flops = sum(
+        2 * (m.controller.squeeze.in_features * m.controller.squeeze.out_features
+             + m.controller.expand.in_features * m.controller.expand.out_features)
+        for m in decoupled.gate_modules()
+    )
+    decoupled.cost_model = build_gated_cost_model(
+        units, decoupled.gated_units, controller_flops, count_costs(model, input_shape, find_units(model, input_shape)).linear_flops
+    )
     decoupled.all_unit_names = [u.name for u in units]
     decoupled.gated_unit_indices = [u.index for u in chosen]
     decoupled.model_name = model_name

@@ -1,0 +1,153 @@
+"""Calculation paths and filter states of a decoupled network over a data set.
+
+The calculation path of an input is the concatenation of its hard gate vectors over all gated
+layers (Li et al., 2020, Sec. 3.4). Over a data set, each gated filter is
+
+- *energetic* when every input switches it on,
+- *silent* when no input does,
+- *dynamic* otherwise.
+
+One streaming pass keeps per-filter activation counts, the bit-packed paths (N_total / 8 bytes per
+input), labels, predictions and FLOPs per input — never activation maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..distributed import all_reduce_sum
+from ..decouple.wrap import DecoupledModel
+
+
+@dataclass
+class PathRecord:
+    """What one pass of a decoupled model over a data set recorded.
+
+    Attributes:
+        layer_names: gated units in order; ``layer_widths`` their filter counts.
+        activation_counts: per layer, how many inputs switched each filter on (int64, (N_l,)).
+        num_samples: inputs seen.
+        packed_paths: (num_samples, ceil(Σ N_l / 8)) uint8, ``np.packbits`` of the concatenated gates.
+        labels, predictions: (num_samples,) int64.
+        flops: (num_samples,) FLOPs of each input under its gates.
+        dense_flops: FLOPs of the original network.
+    """
+
+    layer_names: list[str]
+    layer_widths: list[int]
+    activation_counts: list[np.ndarray]
+    num_samples: int
+    packed_paths: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray
+    flops: np.ndarray
+    dense_flops: int
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.labels == self.predictions).mean()) if self.num_samples else float("nan")
+
+    def paths(self) -> np.ndarray:
+        """The unpacked binary paths, (num_samples, Σ N_l) uint8."""
+        return np.unpackbits(self.packed_paths, axis=1, count=sum(self.layer_widths))
+
+    def filter_states(self) -> dict:
+        """Share of energetic, silent and dynamic filters per layer and in total."""
+        return filter_states(self.activation_counts, self.num_samples, self.layer_names)
+
+    def summary(self) -> dict:
+        states = self.filter_states()
+        mean_flops = float(self.flops.mean())
+        return {
+            "accuracy": self.accuracy,
+            "num_samples": self.num_samples,
+            "mean_flops": mean_flops,
+            "dense_flops": self.dense_flops,
+            "flops_reduction": self.dense_flops / mean_flops,
+            "active_fraction": float(sum(c.sum() for c in self.activation_counts) / (self.num_samples * sum(self.layer_widths))),
+            "active_fraction_per_layer": {
+                name: float(c.sum() / (self.num_samples * len(c))) for name, c in zip(self.layer_names, self.activation_counts)
+            },
+            **states["total"],
+            "per_layer": states["per_layer"],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the record as one ``.npz`` (paths stay bit-packed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path, packed_paths=self.packed_paths, labels=self.labels, predictions=self.predictions, flops=self.flops,
+            layer_widths=np.array(self.layer_widths), layer_names=np.array(self.layer_names),
+            activation_counts=np.concatenate(self.activation_counts), dense_flops=np.array(self.dense_flops),
+        )
+        return path
+
+
+def filter_states(activation_counts: list[np.ndarray], num_samples: int, layer_names: list[str]) -> dict:
+    """Energetic (on for all inputs), silent (on for none) and dynamic filters, per layer and in total."""
+    per_layer = {}
+    totals = np.zeros(3, dtype=np.int64)
+    for name, counts in zip(layer_names, activation_counts):
+        energetic = int((counts == num_samples).sum())
+        silent = int((counts == 0).sum())
+        dynamic = len(counts) - energetic - silent
+        totals += (energetic, silent, dynamic)
+        per_layer[name] = {"filters": len(counts), "energetic": energetic, "silent": silent, "dynamic": dynamic}
+    filters = int(totals.sum())
+    return {
+        "per_layer": per_layer,
+        "total": {
+            "filters": filters,
+            "energetic_fraction": float(totals[0] / filters),
+            "silent_fraction": float(totals[1] / filters),
+            "dynamic_fraction": float(totals[2] / filters),
+        },
+    }
+
+
+@torch.no_grad()
+def collect_paths(model: DecoupledModel, loader, *, device="cpu", progress: bool = True, keep_paths: bool = True) -> PathRecord:
+    """Run ``model`` with evaluation (hard, noise-free) gates over ``loader`` and record paths and states.
+
+    The model's training flag is restored afterwards. Under ``torchrun`` the activation counts are
+    summed over processes (paths, labels and FLOPs stay per process).
+    """
+    was_training = model.training
+    model.eval()
+    widths = list(model.out_channels)
+    counts = [torch.zeros(n, dtype=torch.float64) for n in widths]
+    packed, labels_seen, predictions, flops = [], [], [], []
+    try:
+        for images, labels in tqdm(loader, desc="paths", disable=not progress, leave=False):
+            logits = model(images.to(device))
+            gates = [z.cpu() for z in model.last_gates()]
+            for total, z in zip(counts, gates):
+                total += z.sum(0).double()
+            if keep_paths:
+                packed.append(np.packbits(torch.cat(gates, 1).numpy().astype(np.uint8), axis=1))
+            labels_seen.append(labels.numpy())
+            predictions.append(logits.argmax(1).cpu().numpy())
+            flops.append(model.cost_model.per_input(gates).numpy())
+    finally:
+        model.train(was_training)
+    for total in counts:
+        all_reduce_sum(total)
+    num_samples = int(sum(len(x) for x in labels_seen))
+    width_bytes = (sum(widths) + 7) // 8
+    return PathRecord(
+        layer_names=list(model.gated_units),
+        layer_widths=widths,
+        activation_counts=[c.round().long().numpy() for c in counts],
+        num_samples=int(all_reduce_sum(torch.tensor(float(num_samples))).item()),
+        packed_paths=np.concatenate(packed) if packed else np.zeros((0, width_bytes), np.uint8),
+        labels=np.concatenate(labels_seen),
+        predictions=np.concatenate(predictions),
+        flops=np.concatenate(flops),
+        dense_flops=model.cost_model.dense_flops,
+    )
