@@ -47,7 +47,7 @@ class GateSlot:
         """
         soft = saturating_sigmoid(self.gate_logits)
         hard = (self.gate_logits > 0).to(soft.dtype)
-        return hard + soft - soft.detach()
+        return hard + (soft - soft.detach())
 
 
 class ControllingModule(nn.Module):

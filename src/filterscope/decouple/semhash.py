@@ -34,7 +34,7 @@ def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generato
     noisy = gate_logits + noise
     soft = saturating_sigmoid(noisy)
     hard = (noisy > 0).to(noisy.dtype)
-    straight_through = hard + soft - soft.detach()  # value of v2, gradient of v1
+    straight_through = hard + (soft - soft.detach())  # value of v2, gradient of v1
     batch = gate_logits.shape[0]
     # A random half of the samples (per sample, not per channel) take the hard gates.
     order = torch.randperm(batch, generator=generator, device=gate_logits.device)

@@ -1,0 +1,261 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from filterscope.analysis.paths import collect_paths, filter_states
+from filterscope.decouple import (
+    DecoupleConfig,
+    DecouplingObjective,
+    decouple,
+    load_decoupled,
+    save_decoupled,
+    saturating_sigmoid,
+    semhash,
+)
+from filterscope.decouple.losses import kl_gate_response, sparsity_loss, to_distribution
+from filterscope.engine import count_flops_reference
+from filterscope.errors import UserInputError
+from filterscope.models import create_model
+
+import toy_models
+
+
+# --- Improved SemHash -------------------------------------------------------------------------
+
+def test_saturating_sigmoid_values_and_flat_region():
+    x = torch.tensor([-10.0, 0.0, 10.0, 2.3, 2.5], requires_grad=True)
+    y = saturating_sigmoid(x)
+    assert y[0] == 0 and y[2] == 1
+    assert y[1].item() == pytest.approx(0.5)
+    y.sum().backward()
+    assert x.grad[3] > 0 and x.grad[4] == 0  # flat beyond ln(11) ≈ 2.398
+
+
+def test_semhash_evaluation_is_hard_threshold_without_noise():
+    logits = torch.tensor([[-0.1, 0.1, 3.0], [0.0, -2.0, 0.5]])
+    assert torch.equal(semhash(logits, training=False), torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]))
+
+
+def test_semhash_mixes_hard_and_soft_per_sample_not_per_channel():
+    torch.manual_seed(0)
+    logits = torch.zeros(64, 200, requires_grad=True)
+    gates = semhash(logits, training=True)
+    binary_rows = ((gates == 0) | (gates == 1)).all(dim=1)
+    soft_rows = ((gates > 0) & (gates < 1)).float().mean(dim=1) > 0.5
+    assert int(binary_rows.sum()) == 32  # exactly half of the samples are hard ...
+    assert bool((binary_rows ^ soft_rows).all())  # ... and every other sample is soft
+    # Straight-through: hard rows carry v1's gradient, which is non-zero near 0.
+    gates.sum().backward()
+    assert (logits.grad[binary_rows].abs().sum(1) > 0).all()
+
+
+def test_semhash_is_repeatable_under_the_seed():
+    logits = torch.randn(8, 16)
+    torch.manual_seed(5)
+    first = semhash(logits, training=True)
+    torch.manual_seed(5)
+    assert torch.equal(first, semhash(logits, training=True))
+
+
+# --- losses -----------------------------------------------------------------------------------
+
+def test_kl_direction_is_gates_given_response():
+    torch.manual_seed(0)
+    z, y = torch.rand(4, 10), torch.rand(4, 10)
+    p, q = to_distribution(z, 1e-6), to_distribution(y, 1e-6)
+    ours = kl_gate_response(z, y, 1e-6)
+    # F.kl_div(log q, p) = Σ p (log p − log q) = KL(p ‖ q) = KL(z ‖ y).
+    assert ours.item() == pytest.approx(F.kl_div(q.log(), p, reduction="batchmean").item(), rel=1e-5)
+    reverse = F.kl_div(p.log(), q, reduction="batchmean").item()
+    assert abs(ours.item() - reverse) > 1e-3
+
+
+def test_kl_pushes_open_gates_of_silent_filters_shut():
+    z = torch.ones(1, 4, requires_grad=True)
+    response = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    kl_gate_response(z, response, 1e-6).backward()
+    assert z.grad[0, 3] > 0 and z.grad[0, 3] > z.grad[0, 0]
+
+
+def test_sparsity_loss_is_distance_to_target_not_plain_l1():
+    closed = torch.zeros(2, 10, requires_grad=True)
+    loss = sparsity_loss(closed, ratio=0.5, form="paper")
+    assert loss.item() == pytest.approx(5.0)  # | 0 − 0.5·10 |
+    loss.backward()
+    assert (closed.grad < 0).all()  # below target: pushes gates open (plain L1 would push them shut)
+    opened = torch.ones(2, 10, requires_grad=True)
+    sparsity_loss(opened, ratio=0.5, form="paper").backward()
+    assert (opened.grad > 0).all()
+    assert sparsity_loss(torch.full((3, 8), 0.25), ratio=0.5, form="mean").item() == pytest.approx(0.25)
+    assert sparsity_loss(torch.ones(3, 8), ratio=0.0, form="paper").item() == pytest.approx(8.0)
+
+
+# --- decouple(model) --------------------------------------------------------------------------
+
+def digits_decoupled(**config):
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", 10)
+    return model, decouple(model, DecoupleConfig(**config), num_classes=10, input_shape=(1, 8, 8), model_name="digits_cnn")
+
+
+def test_decouple_copies_and_gates_all_but_first_and_last():
+    model, decoupled = digits_decoupled()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert decoupled.gated_units == ["features.3", "features.7"]
+    assert all(type(m) in (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Sequential, nn.AdaptiveAvgPool2d, nn.Linear)
+               or m is model for m in model.modules())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_step_zero_outputs_equal_the_original():
+    model, decoupled = digits_decoupled(gate_bias_init=1.0)
+    x = torch.randn(16, 1, 8, 8)
+    model.eval(), decoupled.eval()
+    assert torch.allclose(model(x), decoupled(x), atol=1e-6)
+    assert all(bool((z == 1).all()) for z in decoupled.last_gates())
+
+
+def test_step_zero_accuracy_equals_original_on_resnet20():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from filterscope.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10)
+    decoupled = decouple(model, DecoupleConfig(preset="auto"), num_classes=10, model_name="resnet20")
+    loader = DataLoader(TensorDataset(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))), batch_size=32)
+    original = evaluate(model, loader, 10, progress=False)
+    gated = evaluate(decoupled, loader, 10, progress=False)
+    assert gated.accuracy == original.accuracy
+    assert gated.loss == pytest.approx(original.loss, rel=1e-5)
+    assert len(decoupled.gated_units) == 17  # 19 units minus the stem and the last conv
+
+
+def test_non_gateable_units_are_skipped_with_a_warning_naming_them():
+    model = toy_models.mobilenet_like()
+    with pytest.warns(UserWarning, match=r"unit 'features\.1\.0' cannot be gated \(.*group"):
+        decoupled = decouple(model, DecoupleConfig(), num_classes=10)
+    assert decoupled.gated_units == ["features.2.0"]  # depthwise features.1.0 and features.3.0 are skipped
+
+
+def test_preset_auto_for_unknown_architecture_falls_back_and_says_so():
+    with pytest.warns(UserWarning, match="no decoupling preset"):
+        config = DecoupleConfig(preset="auto").resolved("my_net")
+    assert config.lambda_sparsity == 0.00015 and config.lambda_kl == 1.0
+    assert DecoupleConfig(preset="vggnet", lambda_mi=0.5).resolved().lambda_mi == 0.5  # override wins
+    with pytest.raises(UserInputError, match="unknown decoupling preset"):
+        DecoupleConfig(preset="nope").resolved()
+
+
+def test_vgg16_preset_ratios_follow_conv_positions():
+    from filterscope.decouple.objective import layer_ratios_for
+
+    decoupled = decouple(toy_models.vgg16_bn_like(), DecoupleConfig(preset="vgg16"), num_classes=10)
+    ratios = layer_ratios_for(decoupled)
+    assert len(ratios) == 11 and ratios[:9] == [0.5] * 9 and ratios[9:] == [0.8, 0.8]
+
+
+def test_save_and_load_without_the_code_that_built_it(tmp_path):
+    _, decoupled = digits_decoupled(lambda_sparsity=0.5)
+    with torch.no_grad():
+        for module in decoupled.gate_modules():
+            module.controller.expand.weight.normal_()
+    decoupled.eval()
+    x = torch.randn(8, 1, 8, 8)
+    expected = decoupled(x)
+    path = save_decoupled(decoupled, tmp_path / "d.pt")
+    loaded = load_decoupled(path)
+    assert loaded.config.lambda_sparsity == 0.5
+    assert torch.equal(loaded(x), expected)
+
+
+def test_objective_terms_and_gate_gradients():
+    _, decoupled = digits_decoupled(lambda_sparsity=0.1, sparsity_ratio=0.5)
+    decoupled.train()
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10)
+    loss, logits, terms = objective(decoupled, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), 0)
+    assert set(terms) >= {"ce", "mi", "kl", "sparsity"}
+    loss.backward()
+    assert all(m.controller.expand.bias.grad is not None for m in decoupled.gate_modules())
+    assert all(c.weight.grad is not None for c in decoupled.mi_classifiers)
+
+
+# --- FLOPs under gates and filter states ------------------------------------------------------
+
+class Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12)
+        self.c3, self.b3 = nn.Conv2d(12, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.c4, self.b4 = nn.Conv2d(6, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        for conv, bn in ((self.c1, self.b1), (self.c2, self.b2), (self.c3, self.b3), (self.c4, self.b4)):
+            x = F.relu(bn(conv(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def sliced_chain(keep2, keep3):
+    """The chain with only the kept filters of c2 and c3, physically smaller."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Conv2d(8, len(keep2), 3, padding=1, bias=False),
+        nn.Conv2d(len(keep2), len(keep3), 3, padding=1, bias=False), nn.Conv2d(len(keep3), 4, 3, padding=1, bias=False),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )
+    return model
+
+
+def test_flops_under_gates_match_flop_counter_on_the_physically_sliced_network():
+    decoupled = decouple(Chain(), DecoupleConfig(), num_classes=3, input_shape=(3, 16, 16))
+    assert decoupled.gated_units == ["c2", "c3"]
+    keep2, keep3 = [0, 3, 5], [1, 2, 4, 5]
+    gate2 = torch.zeros(1, 12)
+    gate2[0, keep2] = 1
+    gate3 = torch.zeros(1, 6)
+    gate3[0, keep3] = 1
+    ours = decoupled.cost_model.per_input([gate2, gate3]).item()
+    reference = count_flops_reference(sliced_chain(keep2, keep3), (3, 16, 16))
+    assert ours == pytest.approx(reference + decoupled.cost_model.gate_flops)
+    all_on = decoupled.cost_model.per_input([torch.ones(1, 12), torch.ones(1, 6)]).item()
+    assert all_on == decoupled.cost_model.dense_flops + decoupled.cost_model.gate_flops
+    assert decoupled.cost_model.dense_flops == count_flops_reference(Chain(), (3, 16, 16))
+
+
+def test_residual_inputs_are_not_skipped():
+    decoupled = decouple(create_model("resnet20"), DecoupleConfig(), num_classes=10)
+    sources = dict(zip(decoupled.cost_model.unit_names, decoupled.cost_model.input_sources))
+    assert sources["layer1.1.conv1"] is None  # its input is a sum of two branches
+    assert sources["layer1.1.conv2"] == [(2, 0, 16)]  # fed by layer1.1.conv1 alone (gated layer 2)
+
+
+def test_filter_states_on_a_hand_example():
+    counts = [np.array([10, 0, 4]), np.array([10, 10])]
+    states = filter_states(counts, 10, ["a", "b"])
+    assert states["per_layer"]["a"] == {"filters": 3, "energetic": 1, "silent": 1, "dynamic": 1}
+    assert states["total"]["energetic_fraction"] == pytest.approx(3 / 5)
+    assert states["total"]["dynamic_fraction"] == pytest.approx(1 / 5)
+
+
+def test_collect_paths_packs_bits_and_counts_activations():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    _, decoupled = digits_decoupled()
+    with torch.no_grad():
+        for module in decoupled.gate_modules():
+            module.controller.expand.weight.normal_(std=3.0)
+            module.controller.expand.bias.zero_()
+    loader = DataLoader(TensorDataset(torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))), batch_size=16)
+    record = collect_paths(decoupled, loader, progress=False)
+    paths = record.paths()
+    assert paths.shape == (40, 64)
+    widths = np.cumsum([0] + record.layer_widths)
+    for layer, counts in enumerate(record.activation_counts):
+        assert np.array_equal(paths[:, widths[layer]:widths[layer + 1]].sum(0), counts)
+    assert record.flops.shape == (40,) and (record.flops <= record.dense_flops + decoupled.cost_model.gate_flops).all()
