@@ -36,6 +36,41 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_decouple_parser(verbs) -> None:
+    from .config import add_dataclass_arguments
+    from .decouple import DecoupleConfig
+    from .decouple.run import DecouplingRunOptions
+    from .train import TrainConfig
+
+    parser = verbs.add_parser(
+        "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop"
+    )
+    parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options")
+    add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, DecoupleConfig, skip=("include", "exclude"))
+    parser.add_argument("--include", dest="include", nargs="*", default=argparse.SUPPRESS, help="unit name patterns to gate")
+    parser.add_argument("--exclude", dest="exclude", nargs="*", default=argparse.SUPPRESS, help="unit name patterns not to gate")
+    add_dataclass_arguments(parser, DecouplingRunOptions)
+
+
+def _run_decouple(args) -> int:
+    from . import distributed
+    from .config import read_yaml_config, resolve_configs
+    from .decouple import DecoupleConfig
+    from .decouple.run import DecouplingRunOptions, run_decoupling
+    from .train import TrainConfig
+
+    train_config, decouple_config, options = resolve_configs(
+        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, read_yaml_config(args.config)
+    )
+    summary = run_decoupling(train_config, decouple_config, options)
+    if distributed.is_main_process():
+        keys = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "energetic_fraction", "silent_fraction", "dynamic_fraction")
+        print(json.dumps({"run_dir": train_config.run_dir, **{k: summary[k] for k in keys}}))
+    distributed.shutdown()
+    return 0
+
+
 def _add_eval_parser(verbs) -> None:
     from .models import MODELS
 
@@ -70,15 +105,21 @@ def _add_demo_parser(verbs) -> None:
     parser = verbs.add_parser("demo", help="train and evaluate the small CNN on the embedded digits (about a minute)")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--decouple-epochs", type=int, default=15, help="0 skips the decoupling step")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def _run_demo(args) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.run_dir, epochs=args.epochs, seed=args.seed)
+    summary = run_demo(args.run_dir, epochs=args.epochs, decouple_epochs=args.decouple_epochs, seed=args.seed)
     print(f"demo: digits_cnn on digits, test top-1 {summary['test_accuracy']:.4f} after {summary['epochs']} epochs")
     print(f"      {summary['conv_units']} conv units, {summary['flops_per_image']:,} FLOPs per image, {summary['parameters']:,} parameters")
+    if "decouple" in summary:
+        d = summary["decouple"]
+        print(f"decoupled: top-1 {d['accuracy']:.4f}, {d['mean_flops']:,.0f} FLOPs per image ({d['flops_reduction']:.2f}x fewer), "
+              f"filters {100 * d['energetic_fraction']:.0f}% energetic / {100 * d['silent_fraction']:.0f}% silent / "
+              f"{100 * d['dynamic_fraction']:.0f}% dynamic")
     print(f"      run directory: {summary['run_dir']}")
     return 0
 
@@ -122,12 +163,70 @@ def _run_models(args) -> int:
     return 0
 
 
+def _add_influence_parser(verbs) -> None:
+    from .analysis.influence import CRITERIA, LABEL_SOURCES
+    from .models import MODELS
+
+    parser = verbs.add_parser(
+        "influence", help="class-specific influential features (Algorithm 1) and the decomposed final layer"
+    )
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--weights", help="checkpoint path")
+    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
+    parser.add_argument("--k1", type=int, default=5, help="features counted per instance (top by l1 norm)")
+    parser.add_argument("--k2", type=int, default=5, help="features kept per class")
+    parser.add_argument("--criterion", default="l1", choices=sorted(CRITERIA))
+    parser.add_argument("--labels", default="true", choices=LABEL_SOURCES, help="group instances by true or predicted class")
+    parser.add_argument("--at", default="final", help="'final' (input of the final linear layer) or a unit name")
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"), help="split the index sets come from")
+    parser.add_argument("--eval-split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--val-fraction", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
+    parser.add_argument("--run-dir", default=None, help="also write metrics, arrays and figures into this run directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_influence(args) -> int:
+    import torch
+
+    from .analysis.influence import InfluenceConfig, analyze_checkpoint
+    from .rundir import RunDir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = InfluenceConfig(k1=args.k1, k2=args.k2, criterion=args.criterion, labels=args.labels, at=args.at)
+    summary = analyze_checkpoint(
+        args.model, args.weights, args.data, config, index_split=args.split, eval_split=args.eval_split,
+        val_fraction=args.val_fraction, batch_size=args.batch_size, device=args.device, run_dir=args.run_dir,
+        progress=not args.json,
+    )
+    if args.run_dir is not None and not (RunDir(args.run_dir).path / "config.yaml").exists():
+        RunDir(args.run_dir).write_config({"verb": "influence", **{k: v for k, v in vars(args).items() if k != "verb"}})
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.model}: k1={args.k1}, k2={args.k2}, criterion {args.criterion}, index sets from [{args.split}]")
+    for name, features in summary["indices"].items():
+        print(f"  {name:>12s} {features}")
+    if "accuracy_full" in summary:
+        print(
+            f"[{args.eval_split}] full {summary['accuracy_full']:.4f}, decomposed {summary['accuracy_decomposed']:.4f}, "
+            f"r_A {summary['relative_accuracy']:.4f}; final layer {summary['flops_final_full']:,} -> "
+            f"{summary['flops_final_decomposed']:,} FLOPs"
+        )
+    return 0
+
+
 VERBS = {
     "demo": (_add_demo_parser, _run_demo),
     "train": (_add_train_parser, _run_train),
+    "decouple": (_add_decouple_parser, _run_decouple),
     "eval": (_add_eval_parser, _run_eval),
     "units": (_add_units_parser, _run_units),
     "models": (_add_models_parser, _run_models),
+    "influence": (_add_influence_parser, _run_influence),
 }
 
 
