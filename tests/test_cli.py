@@ -168,7 +168,7 @@ def test_train_verb_writes_resolved_config_flags_over_yaml(tmp_path, capsys):
 def test_demo_writes_a_run_directory(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "3"],
+        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "3", "--decouple-epochs", "2"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]

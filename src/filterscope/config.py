@@ -74,14 +74,33 @@ def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
     return values
 
 
-def resolve_config(cls: type[T], namespace: argparse.Namespace, file_values: dict[str, Any] | None = None, **overrides) -> T:
-    """Defaults ← YAML file ← flags ← overrides, with unknown keys reported."""
-    names = {f.name for f in dataclasses.fields(cls)}
+def resolve_config(cls: type[T], namespace: argparse.Namespace, file_values: dict[str, Any] | None = None) -> T:
+    """Defaults ← YAML file ← flags, with unknown keys reported."""
+    return resolve_configs((cls,), namespace, file_values)[0]
+
+
+def resolve_configs(classes: tuple[type, ...], namespace: argparse.Namespace, file_values: dict[str, Any] | None = None) -> list:
+    """Like :func:`resolve_config` for several dataclasses sharing one flag set and one YAML file.
+
+    A YAML file may hold the fields flat or under one section per class (``train:``, ``decouple:``,
+    ``options:``); every key must belong to one of the classes.
+    """
     values = dict(file_values or {})
     values.pop("verb", None)
-    unknown = sorted(set(values) - names)
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key in ("train", "decouple", "options"):
+            flat.update(value)
+        else:
+            flat[key] = value
+    known = set().union(*({f.name for f in dataclasses.fields(cls)} for cls in classes))
+    unknown = sorted(set(flat) - known)
     if unknown:
-        raise UserInputError(f"unknown option(s) {', '.join(unknown)} in the config file; known: {', '.join(sorted(names))}.")
-    values.update({k: v for k, v in vars(namespace).items() if k in names})
-    values.update(overrides)
-    return cls(**values)
+        raise UserInputError(f"unknown option(s) {', '.join(unknown)} in the config file; known: {', '.join(sorted(known))}.")
+    resolved = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        own = {k: v for k, v in flat.items() if k in names}
+        own.update({k: v for k, v in vars(namespace).items() if k in names})
+        resolved.append(cls(**own))
+    return resolved

@@ -23,6 +23,7 @@ class DecoupleConfig:
             without affine parameters); without it the gates of a pretrained network barely depend
             on the input (see ControllingModule).
         gate_bias_init: initial gate logit; > 0 so every filter starts on, < 2.4 so the gate can learn.
+        gate_noise_std: standard deviation of SemHash's training noise α (1 in the paper).
         lambda_mi: λm, weight of the mutual-information loss L_mi (Eq. 9).
         lambda_kl: λk, weight of KL(z ‖ y) (Eq. 10).
         lambda_sparsity: λs, weight of the sparsity loss L_s (Eq. 11).
@@ -47,6 +48,7 @@ class DecoupleConfig:
     reduction: int = 4
     standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
+    gate_noise_std: float = 1.0
     lambda_mi: float | None = None
     lambda_kl: float | None = None
     lambda_sparsity: float | None = None

@@ -81,7 +81,7 @@ class ControllingModule(nn.Module):
 class GatedConv(nn.Module):
     """A conv whose gate is computed from the conv's input before the conv runs."""
 
-    def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot):
+    def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot, noise_std: float = 1.0):
         super().__init__()
         self.conv = conv
         self.controller = controller
@@ -89,11 +89,12 @@ class GatedConv(nn.Module):
         # Gates follow this flag, not ``self.training``, so BatchNorm statistics can be
         # re-estimated with evaluation gates (see recalibrate_batchnorm).
         self.noisy_gates = True
+        self.noise_std = noise_std
 
     def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
         gate_logits = self.controller(unit_input)
         self.slot.gate_logits = gate_logits
-        self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates)
+        self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std)
         return self.conv(unit_input)
 
 

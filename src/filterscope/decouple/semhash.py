@@ -19,7 +19,8 @@ def saturating_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1.2 * torch.sigmoid(x) - 0.1, 0.0, 1.0)
 
 
-def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generator | None = None,
+            noise_std: float = 1.0) -> torch.Tensor:
     """Gate values z in [0, 1] from gate logits of shape (batch, filters).
 
     Args:
@@ -27,11 +28,12 @@ def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generato
         training: noisy, half-hard/half-soft gates when True; hard 1(g > 0) otherwise.
         generator: random source for the noise and the half split (the global torch RNG if None,
             which the training loop seeds per epoch).
+        noise_std: standard deviation of α (1 in the paper).
     """
     if not training:
         return (gate_logits > 0).to(gate_logits.dtype)
     noise = torch.randn(gate_logits.shape, generator=generator, device=gate_logits.device, dtype=gate_logits.dtype)
-    noisy = gate_logits + noise
+    noisy = gate_logits + noise_std * noise
     soft = saturating_sigmoid(noisy)
     hard = (noisy > 0).to(noisy.dtype)
     straight_through = hard + (soft - soft.detach())  # value of v2, gradient of v1
