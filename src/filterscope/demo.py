@@ -58,7 +58,7 @@ def decouple_digits(run_dir: Path, weights: Path, epochs: int, seed: int, progre
         schedule="cosine", seed=seed, run_dir=str(run_dir / "decoupled"), progress=progress,
     )
     decouple_config = DecoupleConfig(
-        lambda_mi=0.01, lambda_kl=1.0, lambda_sparsity=10.0, sparsity_ratio=0.5, sparsity_form="mean",
+        lambda_mi=0.01, lambda_kl=1.0, lambda_sparsity=5.0, sparsity_ratio=0.5, sparsity_form="mean",
         sparsity_on="evaluation", gate_lr_scale=10.0,
     )
     result = run_decoupling(train_config, decouple_config, DecouplingRunOptions(recalibrate_bn_images=2000))
