@@ -259,3 +259,47 @@ def test_collect_paths_packs_bits_and_counts_activations():
     for layer, counts in enumerate(record.activation_counts):
         assert np.array_equal(paths[:, widths[layer]:widths[layer + 1]].sum(0), counts)
     assert record.flops.shape == (40,) and (record.flops <= record.dense_flops + decoupled.cost_model.gate_flops).all()
+
+
+# --- training runs ----------------------------------------------------------------------------
+
+def test_recalibrate_batchnorm_uses_evaluation_gates_and_restores_modes():
+    from torch.utils.data import TensorDataset
+
+    from filterscope.decouple.batchnorm import recalibrate_batchnorm
+
+    _, decoupled = digits_decoupled()
+    decoupled.train()
+    data = TensorDataset(torch.randn(64, 1, 8, 8), torch.zeros(64, dtype=torch.long))
+    recalibrate_batchnorm(decoupled, data, 64, batch_size=64)
+    assert decoupled.training and all(m.noisy_gates for m in decoupled.gate_modules())
+    first_bn = decoupled.network.features[1]
+    expected_mean = decoupled.network.features[0](data.tensors[0]).mean(dim=(0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected_mean, atol=1e-5)
+    assert first_bn.momentum == 0.1
+
+
+def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
+    import json
+
+    from filterscope.cli import main
+    from filterscope.train import TrainConfig, train
+
+    pretrained = train(TrainConfig(model="digits_cnn", data="digits", epochs=15, batch_size=64, lr=0.05,
+                                   run_dir=str(tmp_path / "dense"), progress=False, threads=1))
+    code = main(["decouple", "--model", "digits_cnn", "--data", "digits", "--weights",
+                 str(pretrained.run_dir / "checkpoints" / "last.pt"), "--epochs", "8", "--batch-size", "64",
+                 "--lr", "0.02", "--lambda-sparsity", "5", "--sparsity-ratio", "0.5", "--sparsity-form", "mean",
+                 "--sparsity-on", "evaluation", "--gate-lr-scale", "10", "--recalibrate-bn-images", "1000",
+                 "--no-progress", "--threads", "1", "--run-dir", str(tmp_path / "decoupled")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["dynamic_fraction"] > 0
+    assert summary["flops_reduction"] > 1.0
+    assert summary["accuracy"] > 0.5
+    metrics = json.loads((tmp_path / "decoupled" / "metrics.json").read_text())
+    assert len(metrics["decouple"]["history"]) == 8
+    assert {"train_ce", "train_mi", "train_kl", "train_sparsity", "gated_mean_flops"} <= set(metrics["decouple"]["history"][0])
+    assert (tmp_path / "decoupled" / "arrays" / "paths_test.npz").exists()
+    reloaded = load_decoupled(tmp_path / "decoupled" / "checkpoints" / "last.pt")
+    assert reloaded.gated_units == ["features.3", "features.7"]
