@@ -388,8 +388,7 @@ def summary_table(results: dict) -> str:
             column = [row[j] for row in g["relative_accuracy_l1"]]
             lines.append(f"| {k} | {g['diagonal_l1'][j]:.4f} | {max(column):.4f} ({g['best_k1_for_each_k2'][j]}) | "
                          f"{g['relative_accuracy_contribution'][j]:.4f} |")
-        lines.append(f"
-k1 = k2 is within 0.005 of the best k1 for {sum(g['k1_equal_k2_within_0.005_of_best'])} of "
+        lines.append(f"\nk1 = k2 is within 0.005 of the best k1 for {sum(g['k1_equal_k2_within_0.005_of_best'])} of "
                      f"{len(g['k_values'])} values of k2.")
     lines += ["", "## Gaussian-noise ablation (Table 8): union of the k = 5 sets, or as many other features, replaced "
               "by N(mean_j, std_j) of the training features; mean of 5 draws", "",

@@ -669,7 +669,7 @@ class InfluenceResult:
 
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         target = run.arrays / "influence_indices.npz"
-        np.savez(
+        _savez_atomically(
             target,
             indices=self.indices,
             scores=self.scores,
@@ -684,6 +684,22 @@ class InfluenceResult:
             criterion=self.config.criterion,
         )
         return {"arrays": target}
+
+
+def _savez_atomically(target: Path, **arrays: Any) -> None:
+    """``np.savez`` into a temporary file beside ``target``, then rename it (readers never see half a file)."""
+    import os
+    import tempfile
+
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def _mean_offdiagonal(matrix: np.ndarray) -> float:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +25,16 @@ __all__ = ["draw_counts", "draw_influence_maps", "draw_jaccard", "draw_k_grid", 
 
 
 def _save(figure, path: str | Path) -> Path:
+    """Save as PNG through a temporary file and a rename, then close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png")
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        temporary.unlink(missing_ok=True)
     return path
 
 
