@@ -28,10 +28,12 @@ from filterscope.paths import shared_dir
 from filterscope.train import TrainConfig
 
 # Settings shared by every variant, chosen from the calibration runs recorded in the results
-# (sparsity on evaluation gates, width-independent form, gates learning 10× faster).
+# (sparsity on evaluation gates, width-independent form, gates learning 10× faster) and from a
+# step-0 check of train-mode accuracy on 512 training images: dense 83.0 %, gates with bias 1 and
+# noise std 1 (the paper) 39.5 %, bias 2 / noise 1 74.2 %, bias 2 / noise 0.5 83.6 %.
 COMMON = dict(
     lambda_mi=0.01, lambda_kl=1.0, sparsity_form="mean", sparsity_on="evaluation",
-    gate_lr_scale=10.0, gate_bias_init=1.0, sparsity_warmup_epochs=1.0,
+    gate_lr_scale=10.0, gate_bias_init=2.0, gate_noise_std=0.5, sparsity_warmup_epochs=1.0,
 )
 VARIANTS = {
     "r0": dict(config=dict(sparsity_ratio=0.0, lambda_sparsity=1.0), options={}),
