@@ -177,6 +177,11 @@ def test_features_at_a_unit_use_the_spatial_l1_norm_of_its_maps():
     assert hooks_on(model) == 0
     with pytest.raises(UserInputError, match="no unit named"):
         accumulate_influence(model, loader, k1=3, at="nope", progress=False)
+    with pytest.raises(UserInputError, match="needs at='final'"):
+        find_influential_features(model, loader, InfluenceConfig(criterion="contribution", at="body.0"), progress=False)
+    result = find_influential_features(model, loader, InfluenceConfig(k1=3, k2=3, at="body.0"), progress=False)
+    np.testing.assert_array_equal(result.indices, select_top(counts, 3))
+    assert result.final_layer is None
 
 
 def test_contribution_criterion_is_the_mean_contribution_to_the_class_logit():

@@ -616,6 +616,11 @@ class InfluenceConfig:
             raise UserInputError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(sorted(CRITERIA))}.")
         if self.labels not in LABEL_SOURCES:
             raise UserInputError(f"labels must be one of {', '.join(LABEL_SOURCES)}, got {self.labels!r}.")
+        if self.criterion == "contribution" and self.at != FINAL:
+            raise UserInputError(
+                f"the contribution criterion weighs features by the final layer, so it needs at='final', not {self.at!r}; "
+                "pass --at final or --criterion l1."
+            )
         for name in ("k1", "k2"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
