@@ -4,8 +4,12 @@ The public API is listed in ``__all__``; the command-line tool ``filterscope`` i
 over the same names.
 """
 
+from .analysis.decomposed import DecomposedLinear, decompose
+from .analysis.influence import InfluenceConfig, find_influential_features
+from .analysis.paths import collect_paths
 from .capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
+from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
 from .engine import count_costs
 from .errors import UserInputError
 from .evaluate import EvalResult, evaluate, evaluate_checkpoint
@@ -18,6 +22,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DATASETS",
+    "DecomposedLinear",
+    "DecoupleConfig",
+    "DecoupledModel",
+    "InfluenceConfig",
+    "collect_paths",
+    "decompose",
+    "decouple",
+    "find_influential_features",
+    "load_decoupled",
+    "save_decoupled",
     "EvalResult",
     "MODELS",
     "RunDir",

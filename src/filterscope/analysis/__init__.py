@@ -1,1 +1,7 @@
-"""Analyses over a data set: calculation paths and filter states (more to come)."""
+"""Analyses over a data set, each one streaming pass reducing to small sums.
+
+- ``paths``: calculation paths and filter states of a decoupled network.
+- ``influence``: class-specific influential features at the penultimate layer (Badola et al.).
+- ``decomposed``: the final linear layer decomposed into per-class subspaces.
+- ``csg``: the class-specific gates baseline (Liang et al., 2020).
+"""

@@ -1,0 +1,1 @@
+"""Figures drawn from the arrays an analysis saved (matplotlib)."""
