@@ -219,6 +219,66 @@ def _run_influence(args) -> int:
     return 0
 
 
+def _add_semantic_prune_parser(verbs) -> None:
+    from .analysis.semantic_pruning import DEFAULT_RATIOS, MODES
+    from .capture import WHERE
+    from .models import MODELS
+
+    parser = verbs.add_parser(
+        "semantic-prune", help="prune filters for one class by accumulated response (no retraining) and evaluate"
+    )
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--weights", help="checkpoint path")
+    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
+    parser.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: every class)")
+    parser.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES, help="nwp (network-wise), lwp (layer-wise)")
+    parser.add_argument("--ratios", nargs="+", default=[str(r) for r in DEFAULT_RATIOS],
+                        help="ratios θ in [0, 1], '0-score' or 'median'")
+    parser.add_argument("--where", default="post", choices=WHERE, help="where filter responses are read")
+    parser.add_argument("--exclude", nargs="*", default=[], help="unit names never pruned")
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"), help="split the responses come from")
+    parser.add_argument("--eval-split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--val-fraction", type=float, default=0.0)
+    parser.add_argument("--masks-per-pass", type=int, default=8, help="pruned networks evaluated in one forward pass")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
+    parser.add_argument("--run-dir", default=None, help="also write metrics, arrays and figures into this run directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_semantic_prune(args) -> int:
+    import torch
+
+    from .analysis.semantic_pruning import SemanticPruningConfig, analyze_checkpoint
+    from .rundir import RunDir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = SemanticPruningConfig(
+        modes=tuple(args.mode), settings=tuple(args.ratios), classes=tuple(args.classes) if args.classes else None,
+        where=args.where, exclude=tuple(args.exclude), masks_per_pass=args.masks_per_pass,
+    )
+    summary = analyze_checkpoint(
+        args.model, args.weights, args.data, config, response_split=args.split, eval_split=args.eval_split,
+        val_fraction=args.val_fraction, batch_size=args.batch_size, device=args.device, run_dir=args.run_dir,
+        progress=not args.json,
+    )
+    if args.run_dir is not None and not (RunDir(args.run_dir).path / "config.yaml").exists():
+        RunDir(args.run_dir).write_config({"verb": "semantic-prune", **{k: v for k, v in vars(args).items() if k != "verb"}})
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.model}: responses [{args.split}] at {args.where}, evaluated on [{args.eval_split}]")
+    print(f"  {'class':>12s} {'mode':4s} {'θ':>7s} {'DP':>6s} {'RP':>6s} {'recall':>7s} {'prec.':>7s} {'AUC':>7s} {'acc.':>7s}")
+    for row in summary["results"]:
+        dead = "  dead: " + ", ".join(row["emptied_units"]) if row["dead"] else ""
+        print(f"  {row['class']:>12s} {row['mode']:4s} {str(row['setting']):>7s} {row['fraction_direct']:6.3f} "
+              f"{row['fraction_residual']:6.3f} {row['recall']:7.4f} {row['precision']:7.4f} {row['auc']:7.4f} "
+              f"{row['accuracy']:7.4f}{dead}")
+    return 0
+
+
 VERBS = {
     "demo": (_add_demo_parser, _run_demo),
     "train": (_add_train_parser, _run_train),
@@ -227,6 +287,7 @@ VERBS = {
     "units": (_add_units_parser, _run_units),
     "models": (_add_models_parser, _run_models),
     "influence": (_add_influence_parser, _run_influence),
+    "semantic-prune": (_add_semantic_prune_parser, _run_semantic_prune),
 }
 
 
