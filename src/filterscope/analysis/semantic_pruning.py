@@ -82,6 +82,7 @@ __all__ = [
     "MODES",
     "NAMED_SETTINGS",
     "AccumulatedResponse",
+    "FullNetworkReference",
     "MaskEvaluation",
     "PruningMask",
     "SemanticPruningConfig",
@@ -89,6 +90,7 @@ __all__ = [
     "analyze_checkpoint",
     "binary_auc",
     "evaluate_masks",
+    "full_network_reference",
     "mask_hooks",
     "overlap",
     "overlap_matrices",
@@ -538,6 +540,86 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+@dataclass
+class FullNetworkReference:
+    """The unpruned network on the evaluation split, measured once for every class.
+
+    Attributes:
+        response: ``{class_index: {unit_name: float64 (filters,)}}``, each filter's summed
+            |response| (post-activation, or raw conv output for a unit without its own
+            activation) over the class's images: RP's reference.
+        confusion: ``(classes, classes)`` counts.
+        logits: ``(samples, classes)`` float32 scores, in loader order.
+        labels: ``(samples,)`` labels.
+    """
+
+    response: dict[int, dict[str, np.ndarray]]
+    confusion: np.ndarray = field(repr=False)
+    logits: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+
+    def evaluation(self, mask: PruningMask) -> MaskEvaluation:
+        """The :class:`MaskEvaluation` of a mask that prunes nothing, for its class."""
+        if mask.num_pruned:
+            raise ValueError("the full-network reference only stands for masks that prune nothing.")
+        return _evaluation(mask, self.confusion, self.logits[:, mask.class_index], self.labels,
+                           {name: np.zeros(array.size) for name, array in mask.pruned.items()}, 0.0)
+
+
+def full_network_reference(
+    model: nn.Module, units: Sequence[Unit], loader: Iterable, num_classes: int, *, progress: bool = True
+) -> FullNetworkReference:
+    """One pass of the unpruned network: its scores and every filter's summed |response| per class.
+
+    The model must be in eval mode; it is not changed and the hooks are removed afterwards.
+    """
+    device, _ = _model_device_dtype(model)
+    accumulator = _ResidualAccumulator(units, num_classes, device)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    logits_seen, labels_seen = [], []
+    handles = []
+    try:
+        handles = _residual_hooks(units, accumulator)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="full network", disable=not progress, leave=False):
+                images, labels = _split_batch(batch)
+                labels = labels.reshape(-1).to(device)
+                accumulator.rows = torch.arange(labels.shape[0], device=device)
+                accumulator.row_masks = labels
+                logits = model(images.to(device))
+                labels_np = labels.cpu().numpy()
+                np.add.at(confusion, (labels_np, logits.argmax(1).cpu().numpy()), 1)
+                logits_seen.append(logits.float().cpu().numpy())
+                labels_seen.append(labels_np)
+    finally:
+        _remove(handles)
+        accumulator.rows = accumulator.row_masks = None
+    sums = {name: array.cpu().numpy() for name, array in accumulator.sums.items()}
+    response = {c: {name: sums[name][c] for name in sums} for c in range(num_classes)}
+    return FullNetworkReference(response, confusion, np.concatenate(logits_seen), np.concatenate(labels_seen))
+
+
+def _evaluation(mask: PruningMask, counts: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                residual_per_unit: dict[str, np.ndarray] | None, fraction_residual: float) -> MaskEvaluation:
+    c = mask.class_index
+    predicted_c, true_c = int(counts[:, c].sum()), int(counts[c].sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = (np.diag(counts) / counts.sum(1)).tolist()
+    return MaskEvaluation(
+        class_index=c, setting=mask.setting, mode=mask.mode,
+        fraction_direct=mask.fraction, fraction_residual=fraction_residual,
+        direct_per_unit=mask.per_unit_fraction,
+        residual_per_unit={name: float(array.mean()) if array.size else 0.0 for name, array in (residual_per_unit or {}).items()},
+        recall=float(counts[c, c] / true_c) if true_c else float("nan"),
+        precision=float(counts[c, c] / predicted_c) if predicted_c else float("nan"),
+        auc=binary_auc(scores, labels == c) if scores.size == labels.size else float("nan"),
+        accuracy=float(np.trace(counts) / max(counts.sum(), 1)),
+        per_class_recall=[float(value) for value in per_class],
+        predicted_share=predicted_c / max(int(counts.sum()), 1),
+        emptied_units=mask.emptied_units, confusion=counts,
+    )
+
+
 def evaluate_masks(
     model: nn.Module,
     units: Sequence[Unit],
@@ -567,9 +649,8 @@ def evaluate_masks(
         num_classes: Number of classes.
         masks_per_pass: How many masks share one forward pass.
         residual: Measure residual pruning (RP).
-        baseline: ``{class_index: {unit: float (filters,)}}``, each filter's summed |response|
-            over the class's images in the full network; measured here (one keep-all mask per
-            class needed) when None and ``residual`` is set.
+        baseline: ``FullNetworkReference.response`` of this model and loader (RP's reference);
+            measured here with one more pass when None and ``residual`` is set.
         progress: Show a progress bar.
 
     Returns:
@@ -641,42 +722,19 @@ def evaluate_masks(
 
     residual_sums = {name: sums.cpu().numpy() for name, sums in accumulator.sums.items()} if accumulator else None
     if residual and baseline is None:
-        baseline = {}
-        for m, mask in enumerate(masks):
-            if mask.num_pruned == 0 and mask.class_index not in baseline:
-                baseline[mask.class_index] = {name: residual_sums[name][m] for name in residual_sums}
+        baseline = full_network_reference(model, masked_units, loader, num_classes, progress=progress).response
 
     results = []
     for m, mask in enumerate(masks):
-        counts = confusion[m]
         c = mask.class_index
-        predicted_c, true_c = int(counts[:, c].sum()), int(counts[c].sum())
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_class = (np.diag(counts) / counts.sum(1)).tolist()
-        residual_per_unit: dict[str, float] = {}
-        fraction_residual = float("nan")
+        residual_flags, fraction_residual = None, float("nan")
         if residual and baseline is not None and c in baseline:
-            total = 0
-            for name, pruned in mask.pruned.items():
-                now_zero = residual_sums[name][m] <= 0
-                alive = baseline[c][name] > 0
-                rp = ~pruned & alive & now_zero
-                residual_per_unit[name] = float(rp.mean()) if rp.size else 0.0
-                total += int(rp.sum())
-            fraction_residual = total / max(mask.num_filters, 1)
+            residual_flags = {
+                name: ~pruned & (baseline[c][name] > 0) & (residual_sums[name][m] <= 0) for name, pruned in mask.pruned.items()
+            }
+            fraction_residual = sum(int(flags.sum()) for flags in residual_flags.values()) / max(mask.num_filters, 1)
         scores = np.concatenate(target_logits[m]) if target_logits[m] else np.zeros(0)
-        results.append(MaskEvaluation(
-            class_index=c, setting=mask.setting, mode=mask.mode,
-            fraction_direct=mask.fraction, fraction_residual=fraction_residual,
-            direct_per_unit=mask.per_unit_fraction, residual_per_unit=residual_per_unit,
-            recall=float(counts[c, c] / true_c) if true_c else float("nan"),
-            precision=float(counts[c, c] / predicted_c) if predicted_c else float("nan"),
-            auc=binary_auc(scores, labels_all == c) if scores.size == labels_all.size else float("nan"),
-            accuracy=float(np.trace(counts) / max(counts.sum(), 1)),
-            per_class_recall=[float(value) for value in per_class],
-            predicted_share=predicted_c / max(int(counts.sum()), 1),
-            emptied_units=mask.emptied_units, confusion=counts,
-        ))
+        results.append(_evaluation(mask, confusion[m], scores, labels_all, residual_flags, fraction_residual))
     return results
 
 
@@ -788,11 +846,11 @@ def sweep(
 ) -> list[MaskEvaluation]:
     """Prune for each class × mode × setting and evaluate every pruned network.
 
-    The full network (θ = 0) of each class is always evaluated too (it is RP's reference).
+    The full network is evaluated once (it is RP's reference); masks that prune nothing
+    (θ = 0) are read from that pass instead of being evaluated again.
 
     Returns:
-        One evaluation per (class, mode, setting), classes outer, then modes, then settings;
-        the added θ = 0 reference rows are included only if asked for.
+        One evaluation per (class, mode, setting), classes outer, then modes, then settings.
     """
     config = config or SemanticPruningConfig()
     config.validate()
@@ -800,20 +858,22 @@ def sweep(
         list(range(response.num_classes)) if config.classes is None
         else [resolve_class(value, response.classes, response.num_classes) for value in config.classes]
     )
-    masks, wanted = [], []
+    masks, rows = [], []
+    reference_masks = []
     for class_index in class_indices:
-        reference = select_pruned(response, class_index, 0.0, config.modes[0], exclude=config.exclude)
-        masks.append(reference)
-        wanted.append(0.0 in config.settings)
         for mode in config.modes:
             for setting in config.settings:
-                if setting == 0.0 and mode == config.modes[0]:
-                    continue
-                masks.append(select_pruned(response, class_index, setting, mode, exclude=config.exclude))
-                wanted.append(True)
+                mask = select_pruned(response, class_index, setting, mode, exclude=config.exclude)
+                rows.append(mask)
+                if mask.num_pruned:
+                    masks.append(mask)
+    reference = full_network_reference(model, units, eval_loader, response.num_classes, progress=progress)
     evaluations = evaluate_masks(model, units, eval_loader, masks, response.num_classes,
-                                 masks_per_pass=config.masks_per_pass, residual=config.residual, progress=progress)
-    return [evaluation for evaluation, keep in zip(evaluations, wanted) if keep]
+                                 masks_per_pass=config.masks_per_pass, residual=config.residual,
+                                 baseline=reference.response, progress=progress)
+    by_id = {id(mask): evaluation for mask, evaluation in zip(masks, evaluations)}
+    # Masks that prune nothing are the full network: read from the reference pass.
+    return [by_id[id(mask)] if mask.num_pruned else reference.evaluation(mask) for mask in rows]
 
 
 def analyze_checkpoint(
