@@ -379,3 +379,23 @@ def test_resnet20_full_network_reproduces_the_jpeg_accuracy(capsys):
     assert code == 0
     [row] = json.loads(capsys.readouterr().out)["results"]
     assert row["accuracy"] == pytest.approx(0.8103, abs=0.001)
+
+
+def test_sweep_reads_theta_zero_from_one_full_network_pass():
+    from filterscope.analysis.semantic_pruning import SemanticPruningConfig, sweep
+
+    model = _eval_model(TOY_MODELS["resnet18_like"])
+    units = find_units(model, (3, 32, 32))
+    response = accumulate_responses(model, units, _random_batches(), 4, progress=False)
+    test = _random_batches(seed=2)
+    rows = sweep(model, units, response, test, SemanticPruningConfig(settings=(0, 0.2), classes=(1, 2)), progress=False)
+    assert [(row.class_index, row.mode, row.setting) for row in rows] == [
+        (c, mode, s) for c in (1, 2) for mode in ("nwp", "lwp") for s in (0.0, 0.2)]
+    keep_all = [select_pruned(response, c, 0.0, "nwp") for c in (1, 2)]
+    direct = evaluate_masks(model, units, test, keep_all, 4, progress=False)
+    for evaluation, row in zip(direct, [rows[0], rows[4]]):
+        np.testing.assert_equal((evaluation.recall, evaluation.precision, evaluation.accuracy), (row.recall, row.precision, row.accuracy))
+        assert evaluation.auc == pytest.approx(row.auc)
+        assert row.fraction_residual == 0.0
+    pruned = [row for row in rows if row.setting == 0.2]
+    assert all(row.fraction_direct > 0.15 and row.fraction_residual >= 0 for row in pruned)

@@ -1,0 +1,484 @@
+"""Semantic pruning on the shared CIFAR ResNets (CIFAR-10 JPEG), without retraining.
+
+Accumulated responses come from the JPEG training split (no augmentation, eval mode), once per
+model and read-out point, cached in benchmarks/checkpoints/semantic_cache/ (ignored by git).
+Pruned networks are evaluated on the whole JPEG test split. Stages, each resumable and each
+writing its results as it goes:
+
+    python benchmarks/semantic_pruning_resnet.py accumulate --models resnet20   # train-split responses (post, bn, conv)
+    python benchmarks/semantic_pruning_resnet.py speed --models resnet20        # sweep vs plain throughput, interleaved
+    python benchmarks/semantic_pruning_resnet.py sweep --models resnet20 --settings 0 0.05 0.25 0.5
+    python benchmarks/semantic_pruning_resnet.py where --models resnet20        # read-out point comparison (test subset)
+    python benchmarks/semantic_pruning_resnet.py export --models resnet20       # physically pruned network vs masked
+    python benchmarks/semantic_pruning_resnet.py report --models resnet20       # JSON, markdown, figures
+
+All runs use one intra-op thread (--threads) because the development machine has two cores;
+run them under `nice -n 19`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from common import CHECKPOINTS, RESULTS, write_results
+
+from filterscope import find_units
+from filterscope.analysis.semantic_pruning import (
+    DEFAULT_RATIOS,
+    AccumulatedResponse,
+    accumulate_responses,
+    evaluate_masks,
+    full_network_reference,
+    overlap_matrices,
+    response_pca,
+    select_pruned,
+)
+from filterscope.data import load_dataset
+from filterscope.models import create_model, model_spec
+from filterscope.paths import shared_dir
+
+CACHE = CHECKPOINTS / "semantic_cache"
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_model(shared: Path, name: str) -> torch.nn.Module:
+    return create_model(name, 10, str(shared / "models" / WEIGHTS[name])).eval()
+
+
+def dataset(shared: Path, name: str, split: str):
+    spec = model_spec(name)
+    return load_dataset(str(shared / "data" / "cifar10-jpeg.zip"), split, mean=spec.mean, std=spec.std, augment=False)
+
+
+def test_batches(shared: Path, name: str, batch_size: int, limit_per_class: int | None = None) -> list:
+    """The test split as in-memory batches (decoded once), optionally the first images of each class."""
+    data = dataset(shared, name, "test")
+    loader = DataLoader(data, batch_size=1024, shuffle=False)
+    images = torch.cat([x for x, _ in loader])
+    labels = torch.cat([y for _, y in loader])
+    if limit_per_class is not None:
+        keep = torch.cat([torch.nonzero(labels == c).flatten()[:limit_per_class] for c in range(10)]).sort().values
+        images, labels = images[keep], labels[keep]
+    return [(images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+
+
+def response_path(name: str, where: str) -> Path:
+    return CACHE / f"{name}-train-{where}.npz"
+
+
+def load_response(name: str, where: str, units) -> AccumulatedResponse:
+    path = response_path(name, where)
+    if not path.exists():
+        raise SystemExit(f"{path} is missing; run `python benchmarks/semantic_pruning_resnet.py accumulate` first.")
+    with np.load(path) as stored:
+        if "__order__" not in stored.files:  # raw accumulate_by_class output: convert once
+            response = AccumulatedResponse({unit.name: stored[unit.name] for unit in units}, stored["__counts__"], where, CLASSES)
+            response.save(path)
+            return response
+    return AccumulatedResponse.load(path)
+
+
+# ------------------------------------------------------------------ stages
+
+
+def stage_accumulate(args) -> None:
+    shared = Path(args.shared)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        loader = DataLoader(dataset(shared, name, "train"), batch_size=256, shuffle=False)
+        for where in args.where:
+            if response_path(name, where).exists() and not args.force:
+                print(f"{response_path(name, where)} exists; skipping")
+                continue
+            start = time.time()
+            response = accumulate_responses(model, units, loader, 10, where=where, classes=CLASSES)
+            response.save(response_path(name, where))
+            print(f"{name} {where}: {time.time() - start:.0f} s")
+
+
+def stage_speed(args) -> None:
+    """Plain evaluation vs the masked sweep on the same images, interleaved (ABAB...)."""
+    shared = Path(args.shared)
+    record = {}
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        response = load_response(name, "post", units)
+        masks = [select_pruned(response, c, 0.25, "lwp") for c in range(args.masks_per_pass)]
+        plain_batches = test_batches(shared, name, 256, limit_per_class=args.speed_images // 10)
+        masked_batches = test_batches(shared, name, 256 // args.masks_per_pass, limit_per_class=args.speed_images // 10)
+        images = sum(len(y) for _, y in plain_batches)
+        reference = full_network_reference(model, units, masked_batches, 10, progress=False).response
+        plain, masked = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            with torch.no_grad():
+                for x, _ in plain_batches:
+                    model(x)
+            plain.append(images / (time.perf_counter() - start))
+            start = time.perf_counter()
+            evaluate_masks(model, units, masked_batches, masks, 10, masks_per_pass=args.masks_per_pass,
+                           baseline=reference, progress=False)
+            masked.append(images * len(masks) / (time.perf_counter() - start))
+        record[name] = {
+            "images": images, "masks": len(masks), "plain_batch": 256,
+            "masked_batch": f"{256 // args.masks_per_pass} images x {args.masks_per_pass} masks",
+            "plain_images_per_s": plain, "sweep_image_masks_per_s": masked,
+            "ratio_median": float(np.median(masked) / np.median(plain)),
+            "residual_measured": True,
+        }
+        print(name, json.dumps(record[name]))
+    (CACHE / "speed.json").write_text(json.dumps(record, indent=2))
+
+
+def sweep_path(name: str, where: str) -> Path:
+    return CACHE / f"{name}-sweep-{where}.json"
+
+
+def stage_sweep(args) -> None:
+    """Every class × mode × setting on the full test split, resumable per class."""
+    shared = Path(args.shared)
+    settings = [float(value) for value in args.settings] if args.settings else list(DEFAULT_RATIOS)
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        response = load_response(name, args.sweep_where, units)
+        batches = test_batches(shared, name, 256 // args.masks_per_pass)
+        target = sweep_path(name, args.sweep_where)
+        stored = json.loads(target.read_text()) if target.exists() else {"rows": [], "reference": None}
+        if stored["reference"] is None:
+            start = time.time()
+            reference = full_network_reference(model, units, batches, 10, progress=False)
+            stored["reference"] = {
+                "response": {str(c): {k: v.tolist() for k, v in by_unit.items()} for c, by_unit in reference.response.items()},
+                "confusion": reference.confusion.tolist(), "accuracy": float(np.trace(reference.confusion) / reference.confusion.sum()),
+                "logits_path": str(CACHE / f"{name}-test-logits.npz"),
+            }
+            np.savez(CACHE / f"{name}-test-logits.npz", logits=reference.logits, labels=reference.labels)
+            print(f"{name}: full network accuracy {stored['reference']['accuracy']:.4f} ({time.time() - start:.0f} s)")
+            target.write_text(json.dumps(stored))
+        baseline = {int(c): {k: np.asarray(v) for k, v in by_unit.items()} for c, by_unit in stored["reference"]["response"].items()}
+        done = {(row["class_index"], row["mode"], row["setting"]) for row in stored["rows"]}
+        for class_index in range(10):
+            masks = [select_pruned(response, class_index, setting, mode) for mode in ("nwp", "lwp") for setting in settings
+                     if (class_index, mode, setting) not in done]
+            masks = [mask for mask in masks if mask.num_pruned]  # θ = 0 is read from the reference
+            if not masks:
+                continue
+            start = time.time()
+            evaluations = evaluate_masks(model, units, batches, masks, 10, masks_per_pass=args.masks_per_pass,
+                                         baseline=baseline, progress=False)
+            stored["rows"] += [evaluation.to_dict() for evaluation in evaluations]
+            target.write_text(json.dumps(stored))
+            print(f"{name} {CLASSES[class_index]}: {len(masks)} masks in {time.time() - start:.0f} s", flush=True)
+
+
+def stage_where(args) -> None:
+    """Read-out point comparison: the same ratios ranked by conv, bn and post responses (test subset)."""
+    shared = Path(args.shared)
+    settings = [0.05, 0.25, 0.5]
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        batches = test_batches(shared, name, 256 // args.masks_per_pass, limit_per_class=args.where_images // 10)
+        reference = full_network_reference(model, units, batches, 10, progress=False)
+        record = {"images": sum(len(y) for _, y in batches), "settings": settings, "by_where": {}}
+        for where in args.where:
+            response = load_response(name, where, units)
+            nonpositive = float(np.mean(response.matrix() <= 0))
+            masks = [select_pruned(response, c, s, mode) for c in range(10) for mode in ("nwp", "lwp") for s in settings]
+            start = time.time()
+            rows = [e.to_dict() for e in evaluate_masks(model, units, batches, masks, 10, masks_per_pass=args.masks_per_pass,
+                                                        baseline=reference.response, progress=False)]
+            zero = [select_pruned(response, c, "0-score", "nwp") for c in range(10)]
+            record["by_where"][where] = {
+                "share_of_class_filter_scores_nonpositive": nonpositive,
+                "zero_score_fraction_pruned_mean": float(np.mean([mask.fraction for mask in zero])),
+                "rows": rows,
+            }
+            print(f"{name} {where}: {time.time() - start:.0f} s, nonpositive {nonpositive:.3f}", flush=True)
+        (CACHE / f"{name}-where.json").write_text(json.dumps(record))
+
+
+def stage_export(args) -> None:
+    from filterscope.analysis.prune_export import check_export, compare_costs, export_pruned
+
+    shared = Path(args.shared)
+    record = {}
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        response = load_response(name, "post", units)
+        batches = test_batches(shared, name, 500, limit_per_class=100)
+        images = torch.cat([x for x, _ in batches])
+        rows = []
+        for class_name, mode, setting in (("cat", "lwp", 0.25), ("cat", "nwp", 0.5), ("ship", "nwp", 0.25)):
+            mask = select_pruned(response, CLASSES.index(class_name), setting, mode)
+            exported = export_pruned(model, mask)
+            difference = check_export(model, exported, mask, images=images)
+            costs = compare_costs(model, exported, mask, repeats=args.latency_repeats, images=images[:64])
+            with torch.no_grad():
+                agreement = float((model_predictions_masked(model, units, mask, images) == exported(images).argmax(1)).float().mean())
+            rows.append({"class": class_name, "mode": mode, "setting": setting, "fraction_pruned": mask.fraction,
+                         "max_abs_logit_difference_1000_test_images": difference, "prediction_agreement": agreement,
+                         **costs.to_dict()})
+            print(name, json.dumps(rows[-1]), flush=True)
+        record[name] = rows
+    (CACHE / "export.json").write_text(json.dumps(record, indent=2))
+
+
+def model_predictions_masked(model, units, mask, images):
+    from filterscope.analysis.semantic_pruning import mask_hooks
+
+    keep = {name: torch.tensor(~pruned, dtype=torch.float32) for name, pruned in mask.pruned.items()}
+    with torch.no_grad(), mask_hooks(units, keep):
+        return model(images).argmax(1)
+
+
+# ------------------------------------------------------------------ report
+
+
+def _fmt(value, digits=3):
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def stage_report(args) -> None:
+    from filterscope.report import figures_semantic as figures
+
+    results: dict = {"partial": False, "remaining": [], "models": {}}
+    lines = ["# Semantic pruning on CIFAR-10 JPEG (no retraining)", ""]
+    speed = json.loads((CACHE / "speed.json").read_text()) if (CACHE / "speed.json").exists() else {}
+    export = json.loads((CACHE / "export.json").read_text()) if (CACHE / "export.json").exists() else {}
+    for name in args.models:
+        model = load_model(Path(args.shared), name)
+        unit_names = [unit.name for unit in find_units(model, (3, 32, 32))]
+        entry: dict = {}
+        target = sweep_path(name, "post")
+        if not target.exists():
+            results["partial"] = True
+            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name}")
+            continue
+        stored = json.loads(target.read_text())
+        reference = stored["reference"]
+        confusion = np.asarray(reference["confusion"])
+        with np.load(reference["logits_path"]) as cached:
+            logits, labels = cached["logits"], cached["labels"]
+        from filterscope.analysis.semantic_pruning import binary_auc
+
+        rows = list(stored["rows"])
+        settings = sorted({row["setting"] for row in rows} | {0.0})
+        for c in range(10):  # θ = 0 rows from the full network
+            predicted = confusion[:, c].sum()
+            for mode in ("nwp", "lwp"):
+                rows.append({"class_index": c, "setting": 0.0, "mode": mode, "fraction_direct": 0.0, "fraction_residual": 0.0,
+                             "recall": confusion[c, c] / confusion[c].sum(), "precision": confusion[c, c] / predicted,
+                             "auc": binary_auc(logits[:, c], labels == c), "accuracy": np.trace(confusion) / confusion.sum(),
+                             "predicted_share": predicted / confusion.sum(), "direct_per_unit": {}, "residual_per_unit": {},
+                             "dead": False, "emptied_units": []})
+        rows = [{k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in row.items()} for row in rows]
+        full_grid = [round(v, 2) for v in DEFAULT_RATIOS]
+        missing = [s for s in full_grid if s not in settings]
+        if missing:
+            results["partial"] = True
+            results["remaining"].append(
+                f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name} --settings "
+                + " ".join(str(s) for s in full_grid) + f"  # adds θ {missing}; then `report`")
+        entry["settings_evaluated"] = settings
+        entry["full_network_accuracy"] = reference["accuracy"]
+        entry["rows"] = [{k: v for k, v in row.items() if k not in ("per_class_recall",)} for row in rows]
+
+        # improvements: recall above the full network's at some θ > 0, and whether precision held
+        improvements = []
+        for c in range(10):
+            for mode in ("nwp", "lwp"):
+                base = next(r for r in rows if r["class_index"] == c and r["mode"] == mode and r["setting"] == 0)
+                better = [r for r in rows if r["class_index"] == c and r["mode"] == mode and r["setting"] > 0
+                          and r["recall"] > base["recall"]]
+                for r in better:
+                    improvements.append({"class": CLASSES[c], "mode": mode, "setting": r["setting"],
+                                         "recall": [base["recall"], r["recall"]], "precision": [base["precision"], r["precision"]],
+                                         "auc": [base["auc"], r["auc"]], "accuracy": r["accuracy"],
+                                         "precision_held": bool(r["precision"] >= base["precision"]),
+                                         "auc_held": bool(r["auc"] >= base["auc"])})
+        entry["improvements"] = improvements
+
+        # first layer pruned?
+        first = unit_names[0]
+        entry["first_layer_share_pruned"] = {
+            f"{mode}@{s}": float(np.mean([r["direct_per_unit"].get(first, 0.0) for r in rows
+                                           if r["mode"] == mode and r["setting"] == s]))
+            for mode in ("nwp", "lwp") for s in settings if s > 0
+        }
+        # DP/RP per layer at 0.05, 0.25, 0.5
+        dp_rp = {}
+        for mode in ("nwp", "lwp"):
+            for s in (0.05, 0.25, 0.5):
+                chosen = [r for r in rows if r["mode"] == mode and r["setting"] == s]
+                if chosen:
+                    dp_rp[f"{mode}@{s}"] = {
+                        "direct": float(np.mean([r["fraction_direct"] for r in chosen])),
+                        "residual": float(np.mean([r["fraction_residual"] for r in chosen])),
+                        "residual_per_unit": {u: float(np.mean([r["residual_per_unit"].get(u, 0.0) for r in chosen])) for u in unit_names},
+                        "direct_per_unit": {u: float(np.mean([r["direct_per_unit"].get(u, 0.0) for r in chosen])) for u in unit_names},
+                    }
+        entry["direct_residual"] = dp_rp
+
+        # figures
+        figures.plot_class_curves(rows, CLASSES, RESULTS / f"semantic_curves_{name}.png",
+                                  title=f"{name}: network pruned for each class (responses at post-activation)")
+        for mode in ("nwp", "lwp"):
+            figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}_{name}.png", mode=mode,
+                                         title=f"{name}: direct and residual pruning per layer")
+        units = find_units(model, (3, 32, 32))
+        response = load_response(name, "post", units)
+        thetas = [s for s in settings if s > 0]
+        overlaps = {}
+        for mode in ("nwp", "lwp"):
+            stack = {"kept": [], "pruned": []}
+            for s in thetas:
+                matrices = overlap_matrices([select_pruned(response, c, s, mode) for c in range(10)])
+                stack["kept"].append(matrices["kept_jaccard"])
+                stack["pruned"].append(matrices["pruned_jaccard"])
+                if abs(s - 0.25) < 1e-9:
+                    figures.plot_overlap_matrix(matrices, CLASSES, RESULTS / f"semantic_overlap_{mode}_{name}.png",
+                                                title=f"{name} {mode.upper()} θ = 0.25")
+                    overlaps[f"{mode}@0.25"] = {k: np.asarray(v).round(4).tolist() for k, v in matrices.items()}
+            figures.plot_overlap_curves(thetas, np.stack(stack["kept"]), CLASSES,
+                                        RESULTS / f"semantic_overlap_curves_{mode}_{name}.png", key="kept",
+                                        title=f"{name} {mode.upper()}: kept-set overlap with the most / least overlapping class")
+        entry["overlap"] = overlaps
+        pca_theta = 0.25 if 0.25 in thetas else thetas[-1]
+        coordinates = response_pca(response, [select_pruned(response, c, pca_theta, "nwp") for c in range(10)])
+        figures.plot_pca(coordinates, CLASSES, RESULTS / f"semantic_pca_{name}.png",
+                         title=f"{name}: class response vectors, NWP θ = {pca_theta}")
+        entry["pca_nwp"] = {"theta": pca_theta, "coordinates": coordinates.round(4).tolist()}
+        where_path = CACHE / f"{name}-where.json"
+        if where_path.exists():
+            entry["where"] = json.loads(where_path.read_text())
+        if name in speed:
+            entry["speed"] = speed[name]
+        if name in export:
+            entry["export"] = export[name]
+        results["models"][name] = entry
+        lines += markdown_for(name, entry, settings)
+    if not speed:
+        results["remaining"].append("nice -n 19 python benchmarks/semantic_pruning_resnet.py speed --models resnet20")
+    lines += ["", "## Status", ""]
+    if results["partial"] or results["remaining"]:
+        lines += ["**Partial results.** Still to run (then `report`):", ""] + [f"    {c}" for c in results["remaining"]]
+    else:
+        lines += ["Complete for the models listed."]
+    findings = Path(__file__).with_name("semantic_findings.md")
+    if findings.exists():
+        lines += ["", findings.read_text()]
+    write_results("semantic_resnet", results, "\n".join(lines))
+
+
+def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
+    rows = entry["rows"]
+    lines = [f"## {name}", "", f"Full network: test accuracy {entry['full_network_accuracy']:.4f}; "
+             f"θ evaluated: {', '.join(str(s) for s in settings)}; responses read post-activation (train split).", ""]
+    if "speed" in entry:
+        sp = entry["speed"]
+        lines += [f"**Speed** ({sp['images']} test images, {sp['masks']} masks per pass, residual pruning measured, "
+                  f"1 thread): plain evaluation {np.median(sp['plain_images_per_s']):.0f} images/s, sweep "
+                  f"{np.median(sp['sweep_image_masks_per_s']):.0f} image×masks/s: ratio **{sp['ratio_median']:.3f}**.", ""]
+    lines += ["Mean over the 10 classes, network pruned for each class, scores for that class:", "",
+              "| mode | θ | DP | RP | recall | precision | AUC | overall acc. | predicted share |", "|---|---|---|---|---|---|---|---|---|"]
+    for mode in ("nwp", "lwp"):
+        for s in settings:
+            chosen = [r for r in rows if r["mode"] == mode and r["setting"] == s]
+            if not chosen:
+                continue
+            mean = {k: float(np.nanmean([r[k] for r in chosen])) for k in
+                    ("fraction_direct", "fraction_residual", "recall", "precision", "auc", "accuracy", "predicted_share")}
+            lines.append(f"| {mode} | {s} | {_fmt(mean['fraction_direct'])} | {_fmt(mean['fraction_residual'])} | "
+                         f"{_fmt(mean['recall'])} | {_fmt(mean['precision'])} | {_fmt(mean['auc'])} | "
+                         f"{_fmt(mean['accuracy'])} | {_fmt(mean['predicted_share'])} |")
+    lines += ["", "Per class, recall / precision / AUC (NWP | LWP):", "",
+              "| class | " + " | ".join(f"θ={s}" for s in settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for c, class_name in enumerate(CLASSES):
+        cells = []
+        for s in settings:
+            parts = []
+            for mode in ("nwp", "lwp"):
+                r = next((r for r in rows if r["class_index"] == c and r["mode"] == mode and r["setting"] == s), None)
+                parts.append("–" if r is None else f"{_fmt(r['recall'], 2)}/{_fmt(r['precision'], 2)}/{_fmt(r['auc'], 2)}")
+            cells.append(" \\| ".join(parts))
+        lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
+    improvements = entry["improvements"]
+    lines += ["", f"**Classes whose recall improves at some θ > 0**: {len(improvements)} (class, mode, θ) cases; "
+              f"precision held in {sum(i['precision_held'] for i in improvements)}, AUC held in "
+              f"{sum(i['auc_held'] for i in improvements)}.", ""]
+    if improvements:
+        lines += ["| class | mode | θ | recall | precision | AUC | overall acc. |", "|---|---|---|---|---|---|---|"]
+        for i in improvements:
+            lines.append(f"| {i['class']} | {i['mode']} | {i['setting']} | {_fmt(i['recall'][0])} → {_fmt(i['recall'][1])} | "
+                         f"{_fmt(i['precision'][0])} → {_fmt(i['precision'][1])} | {_fmt(i['auc'][0])} → {_fmt(i['auc'][1])} | "
+                         f"{_fmt(i['accuracy'])} |")
+    lines += ["", "**First layer (`conv1`) share pruned**, mean over classes: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in entry["first_layer_share_pruned"].items()), ""]
+    if entry["direct_residual"]:
+        lines += ["**Direct / residual pruning** (share of all filters, mean over classes): "
+                  + "; ".join(f"{k}: DP {v['direct']:.3f}, RP {v['residual']:.4f}" for k, v in entry["direct_residual"].items()), ""]
+    if "where" in entry:
+        w = entry["where"]
+        lines += [f"**Read-out point** ({w['images']} test images, 100 per class; mean over classes and modes):", "",
+                  "| where | class-filter scores <= 0 | 0-score prunes | " + " | ".join(f"recall θ={s}" for s in w["settings"])
+                  + " | " + " | ".join(f"overall acc. θ={s}" for s in w["settings"]) + " |",
+                  "|---|---|---|" + "---|" * (2 * len(w["settings"]))]
+        for where, data in w["by_where"].items():
+            recall = [np.mean([r["recall"] for r in data["rows"] if r["setting"] == s]) for s in w["settings"]]
+            accuracy = [np.mean([r["accuracy"] for r in data["rows"] if r["setting"] == s]) for s in w["settings"]]
+            lines.append(f"| {where} | {data['share_of_class_filter_scores_nonpositive']:.3f} | "
+                         f"{data['zero_score_fraction_pruned_mean']:.3f} | " + " | ".join(f"{v:.3f}" for v in recall)
+                         + " | " + " | ".join(f"{v:.3f}" for v in accuracy) + " |")
+        lines.append("")
+    if "export" in entry:
+        lines += ["**Export** (physically pruned network vs the masked one; 1000 test images; batch-1 latency, 1 thread):", "",
+                  "| class | mode | θ | pruned | max |Δlogit| | same prediction | FLOPs full → exported | params full → exported | latency ms full → exported |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in entry["export"]:
+            lines.append(f"| {r['class']} | {r['mode']} | {r['setting']} | {r['fraction_pruned']:.3f} | "
+                         f"{r['max_abs_logit_difference_1000_test_images']:.2e} | {r['prediction_agreement']:.4f} | "
+                         f"{r['flops_full'] / 1e6:.1f}M → {r['flops_exported'] / 1e6:.1f}M | {r['params_full']:,} → {r['params_exported']:,} | "
+                         f"{r['latency_full_ms']:.2f} → {r['latency_exported_ms']:.2f} |")
+        lines.append("")
+    lines += [f"Figures: `semantic_curves_{name}.png`, `semantic_dp_rp_{{nwp,lwp}}_{name}.png`, "
+              f"`semantic_overlap_{{nwp,lwp}}_{name}.png`, `semantic_overlap_curves_{{nwp,lwp}}_{name}.png`, `semantic_pca_{name}.png`.", ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=("accumulate", "speed", "sweep", "where", "export", "report"))
+    parser.add_argument("--shared", default=str(shared_dir()))
+    parser.add_argument("--models", nargs="+", default=["resnet20"])
+    parser.add_argument("--where", nargs="+", default=["post", "bn", "conv"])
+    parser.add_argument("--sweep-where", default="post")
+    parser.add_argument("--settings", nargs="+", default=None, help="sweep: θ values (default 0 … 0.6)")
+    parser.add_argument("--masks-per-pass", type=int, default=8)
+    parser.add_argument("--speed-images", type=int, default=2000)
+    parser.add_argument("--where-images", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    {"accumulate": stage_accumulate, "speed": stage_speed, "sweep": stage_sweep, "where": stage_where,
+     "export": stage_export, "report": stage_report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
