@@ -24,6 +24,9 @@ class DecoupleConfig:
             on the input (see ControllingModule).
         gate_bias_init: initial gate logit; > 0 so every filter starts on, < 2.4 so the gate can learn.
         gate_noise_std: standard deviation of SemHash's training noise α (1 in the paper).
+        semhash_hard_fraction: share of the samples trained with hard straight-through gates (½ in
+            the paper); the others take the soft v1, whose scaled-down activations differ from what
+            evaluation computes.
         lambda_mi: λm, weight of the mutual-information loss L_mi (Eq. 9).
         lambda_kl: λk, weight of KL(z ‖ y) (Eq. 10).
         lambda_sparsity: λs, weight of the sparsity loss L_s (Eq. 11).
@@ -49,6 +52,7 @@ class DecoupleConfig:
     standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
     gate_noise_std: float = 1.0
+    semhash_hard_fraction: float = 0.5
     lambda_mi: float | None = None
     lambda_kl: float | None = None
     lambda_sparsity: float | None = None

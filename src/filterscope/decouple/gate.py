@@ -81,7 +81,8 @@ class ControllingModule(nn.Module):
 class GatedConv(nn.Module):
     """A conv whose gate is computed from the conv's input before the conv runs."""
 
-    def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot, noise_std: float = 1.0):
+    def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot, noise_std: float = 1.0,
+                 hard_fraction: float = 0.5):
         super().__init__()
         self.conv = conv
         self.controller = controller
@@ -90,11 +91,13 @@ class GatedConv(nn.Module):
         # re-estimated with evaluation gates (see recalibrate_batchnorm).
         self.noisy_gates = True
         self.noise_std = noise_std
+        self.hard_fraction = hard_fraction
 
     def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
         gate_logits = self.controller(unit_input)
         self.slot.gate_logits = gate_logits
-        self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std)
+        self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std,
+                                  hard_fraction=self.hard_fraction)
         return self.conv(unit_input)
 
 

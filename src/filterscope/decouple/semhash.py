@@ -20,7 +20,7 @@ def saturating_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generator | None = None,
-            noise_std: float = 1.0) -> torch.Tensor:
+            noise_std: float = 1.0, hard_fraction: float = 0.5) -> torch.Tensor:
     """Gate values z in [0, 1] from gate logits of shape (batch, filters).
 
     Args:
@@ -29,6 +29,8 @@ def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generato
         generator: random source for the noise and the half split (the global torch RNG if None,
             which the training loop seeds per epoch).
         noise_std: standard deviation of α (1 in the paper).
+        hard_fraction: share of the samples that take the hard straight-through gates (½ in the
+            paper); 1 trains every sample with the 0/1 gates evaluation will use.
     """
     if not training:
         return (gate_logits > 0).to(gate_logits.dtype)
@@ -41,5 +43,5 @@ def semhash(gate_logits: torch.Tensor, training: bool, generator: torch.Generato
     # A random half of the samples (per sample, not per channel) take the hard gates.
     order = torch.randperm(batch, generator=generator, device=gate_logits.device)
     use_hard = torch.zeros(batch, dtype=torch.bool, device=gate_logits.device)
-    use_hard[order[: batch // 2]] = True
+    use_hard[order[: int(round(batch * hard_fraction))]] = True
     return torch.where(use_hard[:, None], straight_through, soft)

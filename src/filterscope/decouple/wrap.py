@@ -129,7 +129,7 @@ def decouple(
         controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
                                        config.standardize_gate_input)
         controller.to(unit.conv.weight.device)
-        _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std))
+        _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std, config.semhash_hard_fraction))
         _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
         slots.append(slot)
         out_channels.append(unit.out_channels)
