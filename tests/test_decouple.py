@@ -303,3 +303,9 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     assert (tmp_path / "decoupled" / "arrays" / "paths_test.npz").exists()
     reloaded = load_decoupled(tmp_path / "decoupled" / "checkpoints" / "last.pt")
     assert reloaded.gated_units == ["features.3", "features.7"]
+
+
+def test_semhash_hard_fraction_one_trains_with_evaluation_like_gates():
+    torch.manual_seed(0)
+    gates = semhash(torch.randn(16, 32), training=True, noise_std=0.0, hard_fraction=1.0)
+    assert bool(((gates == 0) | (gates == 1)).all())
