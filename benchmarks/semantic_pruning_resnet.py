@@ -9,6 +9,7 @@ writing its results as it goes:
     python benchmarks/semantic_pruning_resnet.py speed --models resnet20        # sweep vs plain throughput, interleaved
     python benchmarks/semantic_pruning_resnet.py sweep --models resnet20 --settings 0 0.05 0.25 0.5
     python benchmarks/semantic_pruning_resnet.py where --models resnet20        # read-out point comparison (test subset)
+    python benchmarks/semantic_pruning_resnet.py residual --models resnet20     # DP/RP per layer from each class's own images
     python benchmarks/semantic_pruning_resnet.py export --models resnet20       # physically pruned network vs masked
     python benchmarks/semantic_pruning_resnet.py report --models resnet20       # JSON, markdown, figures
 
@@ -210,6 +211,46 @@ def stage_where(args) -> None:
         (CACHE / f"{name}-where.json").write_text(json.dumps(record))
 
 
+def stage_residual(args) -> None:
+    """DP and RP per layer at θ = 0.05, 0.25, 0.5 from each class's own test images, at several tolerances.
+
+    RP only needs the target class's images, so each class's masks run on its 1000 test images;
+    the per-filter response ratios (under the mask / full network) are kept, and RP is counted
+    at ratio 0 (the paper's "becomes zero"), <= 1 % and <= 5 %.
+    """
+    shared = Path(args.shared)
+    tolerances = (0.0, 0.01, 0.05)
+    record = {}
+    for name in args.models:
+        model = load_model(shared, name)
+        units = find_units(model, (3, 32, 32))
+        response = load_response(name, "post", units)
+        batches = test_batches(shared, name, 256 // args.masks_per_pass)
+        images = torch.cat([x for x, _ in batches])
+        labels = torch.cat([y for _, y in batches])
+        rows = []
+        for class_index in range(10):
+            own = images[labels == class_index]
+            own_batches = [(own[i:i + 32], torch.full((len(own[i:i + 32]),), class_index)) for i in range(0, len(own), 32)]
+            masks = [select_pruned(response, class_index, s, mode) for mode in ("nwp", "lwp") for s in (0.05, 0.25, 0.5)]
+            reference = full_network_reference(model, units, own_batches, 10, progress=False).response
+            for mask, evaluation in zip(masks, evaluate_masks(model, units, own_batches, masks, 10, masks_per_pass=args.masks_per_pass,
+                                                              baseline=reference, progress=False)):
+                row = {"class_index": class_index, "mode": mask.mode, "setting": mask.setting,
+                       "direct_per_unit": mask.per_unit_fraction, "fraction_direct": mask.fraction}
+                for tolerance in tolerances:
+                    flags = {u: ~mask.pruned[u] & np.nan_to_num(evaluation.residual_ratio[u], nan=np.inf).__le__(tolerance)
+                             for u in mask.pruned}
+                    row[f"residual_per_unit@{tolerance}"] = {u: float(f.mean()) for u, f in flags.items()}
+                    row[f"fraction_residual@{tolerance}"] = sum(int(f.sum()) for f in flags.values()) / mask.num_filters
+                kept_ratios = np.concatenate([evaluation.residual_ratio[u][~mask.pruned[u]] for u in mask.pruned])
+                row["kept_response_ratio_quantiles"] = np.nanquantile(kept_ratios, [0.0, 0.01, 0.05, 0.5]).tolist()
+                rows.append(row)
+            print(f"{name} {CLASSES[class_index]} done", flush=True)
+        record[name] = {"tolerances": tolerances, "rows": rows}
+    (CACHE / "residual.json").write_text(json.dumps(record))
+
+
 def stage_export(args) -> None:
     from filterscope.analysis.prune_export import check_export, compare_costs, export_pruned
 
@@ -336,9 +377,38 @@ def stage_report(args) -> None:
         # figures
         figures.plot_class_curves(rows, CLASSES, RESULTS / f"semantic_curves_{name}.png",
                                   title=f"{name}: network pruned for each class (responses at post-activation)")
-        for mode in ("nwp", "lwp"):
-            figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}_{name}.png", mode=mode,
-                                         title=f"{name}: direct and residual pruning per layer")
+        residual_path = CACHE / "residual.json"
+        residual = json.loads(residual_path.read_text()).get(name) if residual_path.exists() else None
+        if residual is None:
+            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning_resnet.py residual --models {name}")
+            for mode in ("nwp", "lwp"):
+                figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}_{name}.png", mode=mode,
+                                             title=f"{name}: direct and residual pruning per layer")
+        else:
+            by_tolerance = {}
+            for tolerance in residual["tolerances"]:
+                figure_rows = [{**r, "residual_per_unit": r[f"residual_per_unit@{tolerance}"]} for r in residual["rows"]]
+                label = "exactly zero" if tolerance == 0 else f"<= {tolerance:.0%} of the full network's"
+                suffix = "" if tolerance == 0 else f"_tol{tolerance:g}"
+                if tolerance in (0.0, 0.01):
+                    for mode in ("nwp", "lwp"):
+                        figures.plot_direct_residual(figure_rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}{suffix}_{name}.png",
+                                                     mode=mode, title=f"{name}: DP and RP per layer (RP: class response {label})")
+                by_tolerance[str(tolerance)] = {
+                    f"{mode}@{s}": {
+                        "direct": float(np.mean([r["fraction_direct"] for r in residual["rows"] if r["mode"] == mode and r["setting"] == s])),
+                        "residual": float(np.mean([r[f"fraction_residual@{tolerance}"] for r in residual["rows"]
+                                                   if r["mode"] == mode and r["setting"] == s])),
+                        "residual_per_unit": {u: float(np.mean([r[f"residual_per_unit@{tolerance}"][u] for r in residual["rows"]
+                                                                if r["mode"] == mode and r["setting"] == s])) for u in unit_names},
+                    } for mode in ("nwp", "lwp") for s in (0.05, 0.25, 0.5)
+                }
+            entry["direct_residual_by_tolerance"] = by_tolerance
+            entry["kept_response_ratio_quantiles"] = {
+                f"{mode}@{s}": np.mean([r["kept_response_ratio_quantiles"] for r in residual["rows"]
+                                        if r["mode"] == mode and r["setting"] == s], axis=0).round(4).tolist()
+                for mode in ("nwp", "lwp") for s in (0.05, 0.25, 0.5)
+            }
         units = find_units(model, (3, 32, 32))
         response = load_response(name, "post", units)
         thetas = [s for s in settings if s > 0]
@@ -428,7 +498,21 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
                          f"{_fmt(i['accuracy'])} |")
     lines += ["", "**First layer (`conv1`) share pruned**, mean over classes: "
               + ", ".join(f"{k} {v:.3f}" for k, v in entry["first_layer_share_pruned"].items()), ""]
-    if entry["direct_residual"]:
+    if "direct_residual_by_tolerance" in entry:
+        table = entry["direct_residual_by_tolerance"]
+        keys = list(next(iter(table.values())))
+        lines += ["**Direct / residual pruning** (share of all filters, mean over classes; RP measured on each class's own "
+                  "1000 test images: a filter not pruned directly whose summed response for the class is zero, or at most "
+                  "1 % / 5 % of its full-network response):", "",
+                  "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+                  "| DP | " + " | ".join(f"{table['0.0'][k]['direct']:.3f}" for k in keys) + " |"]
+        for tolerance, values in table.items():
+            label = "RP (= 0)" if float(tolerance) == 0 else f"RP (<= {float(tolerance):.0%})"
+            lines.append(f"| {label} | " + " | ".join(f"{values[k]['residual']:.4f}" for k in keys) + " |")
+        quantiles = entry["kept_response_ratio_quantiles"]
+        lines += ["", "Kept filters' class response under the mask relative to the full network (min, 1 %, 5 %, median quantile; mean over classes): "
+                  + "; ".join(f"{k}: {', '.join(f'{q:.3f}' for q in v)}" for k, v in quantiles.items()), ""]
+    elif entry["direct_residual"]:
         lines += ["**Direct / residual pruning** (share of all filters, mean over classes): "
                   + "; ".join(f"{k}: DP {v['direct']:.3f}, RP {v['residual']:.4f}" for k, v in entry["direct_residual"].items()), ""]
     if "where" in entry:
@@ -454,14 +538,14 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
                          f"{r['flops_full'] / 1e6:.1f}M → {r['flops_exported'] / 1e6:.1f}M | {r['params_full']:,} → {r['params_exported']:,} | "
                          f"{r['latency_full_ms']:.2f} → {r['latency_exported_ms']:.2f} |")
         lines.append("")
-    lines += [f"Figures: `semantic_curves_{name}.png`, `semantic_dp_rp_{{nwp,lwp}}_{name}.png`, "
+    lines += [f"Figures: `semantic_curves_{name}.png`, `semantic_dp_rp_{{nwp,lwp}}[_tol0.01]_{name}.png`, "
               f"`semantic_overlap_{{nwp,lwp}}_{name}.png`, `semantic_overlap_curves_{{nwp,lwp}}_{name}.png`, `semantic_pca_{name}.png`.", ""]
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("accumulate", "speed", "sweep", "where", "export", "report"))
+    parser.add_argument("stage", choices=("accumulate", "speed", "sweep", "where", "residual", "export", "report"))
     parser.add_argument("--shared", default=str(shared_dir()))
     parser.add_argument("--models", nargs="+", default=["resnet20"])
     parser.add_argument("--where", nargs="+", default=["post", "bn", "conv"])
@@ -477,7 +561,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     {"accumulate": stage_accumulate, "speed": stage_speed, "sweep": stage_sweep, "where": stage_where,
-     "export": stage_export, "report": stage_report}[args.stage](args)
+     "residual": stage_residual, "export": stage_export, "report": stage_report}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,11 @@ def test_residual_pruning_counts_filters_whose_inputs_were_all_removed():
     assert pruned.fraction_direct == 0.25 and pruned.fraction_residual == 0.25
     assert pruned.residual_per_unit == {"a": 0.0, "b": 0.5}
     assert pruned.direct_per_unit == {"a": 0.5, "b": 0.0}
+    # response under the mask relative to the full network: a0 pruned (0), a1 and b1 untouched (1), b0 lost (0)
+    np.testing.assert_allclose(pruned.residual_ratio["a"], [0.0, 1.0])
+    np.testing.assert_allclose(pruned.residual_ratio["b"], [0.0, 1.0])
+    [tolerant] = evaluate_masks(model, units, batches, [drop_a0], 2, residual_tolerance=1.5, progress=False)
+    assert tolerant.residual_per_unit == {"a": 0.5, "b": 1.0}  # every kept filter is within 150 % of its full response
 
 
 def test_mask_hooks_are_removed_after_an_error():

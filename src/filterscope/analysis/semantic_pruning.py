@@ -445,6 +445,10 @@ class MaskEvaluation:
         predicted_share: Share of all images predicted as the target class.
         emptied_units: Units that lost every filter; ``dead`` is True when there are any.
         confusion: ``(classes, classes)`` counts, rows true, columns predicted.
+        residual_ratio: ``{unit: float (filters,)}``, each filter's summed |response| over the
+            class's images under the mask divided by the same in the full network (NaN where
+            the full network's is zero); None when RP was not measured. RP counts ratio 0 (or
+            ``<= residual_tolerance`` of :func:`evaluate_masks`).
     """
 
     class_index: int
@@ -462,6 +466,7 @@ class MaskEvaluation:
     predicted_share: float
     emptied_units: list[str]
     confusion: np.ndarray = field(repr=False)
+    residual_ratio: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def dead(self) -> bool:
@@ -600,7 +605,8 @@ def full_network_reference(
 
 
 def _evaluation(mask: PruningMask, counts: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                residual_per_unit: dict[str, np.ndarray] | None, fraction_residual: float) -> MaskEvaluation:
+                residual_per_unit: dict[str, np.ndarray] | None, fraction_residual: float,
+                residual_ratio: dict[str, np.ndarray] | None = None) -> MaskEvaluation:
     c = mask.class_index
     predicted_c, true_c = int(counts[:, c].sum()), int(counts[c].sum())
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -616,7 +622,7 @@ def _evaluation(mask: PruningMask, counts: np.ndarray, scores: np.ndarray, label
         accuracy=float(np.trace(counts) / max(counts.sum(), 1)),
         per_class_recall=[float(value) for value in per_class],
         predicted_share=predicted_c / max(int(counts.sum()), 1),
-        emptied_units=mask.emptied_units, confusion=counts,
+        emptied_units=mask.emptied_units, confusion=counts, residual_ratio=residual_ratio,
     )
 
 
@@ -630,6 +636,7 @@ def evaluate_masks(
     masks_per_pass: int = 8,
     residual: bool = True,
     baseline: dict[int, dict[str, np.ndarray]] | None = None,
+    residual_tolerance: float = 0.0,
     progress: bool = True,
 ) -> list[MaskEvaluation]:
     """Evaluate networks pruned by ``masks`` on ``loader``, several masks per forward pass.
@@ -651,6 +658,9 @@ def evaluate_masks(
         residual: Measure residual pruning (RP).
         baseline: ``FullNetworkReference.response`` of this model and loader (RP's reference);
             measured here with one more pass when None and ``residual`` is set.
+        residual_tolerance: A filter not pruned directly counts as residually pruned when its
+            response for the class under the mask is at most this share of its full-network
+            response (0: exactly zero, the paper's definition).
         progress: Show a progress bar.
 
     Returns:
@@ -727,14 +737,18 @@ def evaluate_masks(
     results = []
     for m, mask in enumerate(masks):
         c = mask.class_index
-        residual_flags, fraction_residual = None, float("nan")
+        residual_flags, fraction_residual, ratio = None, float("nan"), None
         if residual and baseline is not None and c in baseline:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = {name: np.where(baseline[c][name] > 0, residual_sums[name][m] / baseline[c][name], np.nan)
+                         for name in mask.pruned}
             residual_flags = {
-                name: ~pruned & (baseline[c][name] > 0) & (residual_sums[name][m] <= 0) for name, pruned in mask.pruned.items()
+                name: ~pruned & (baseline[c][name] > 0) & (residual_sums[name][m] <= residual_tolerance * baseline[c][name])
+                for name, pruned in mask.pruned.items()
             }
             fraction_residual = sum(int(flags.sum()) for flags in residual_flags.values()) / max(mask.num_filters, 1)
         scores = np.concatenate(target_logits[m]) if target_logits[m] else np.zeros(0)
-        results.append(_evaluation(mask, confusion[m], scores, labels_all, residual_flags, fraction_residual))
+        results.append(_evaluation(mask, confusion[m], scores, labels_all, residual_flags, fraction_residual, ratio))
     return results
 
 
