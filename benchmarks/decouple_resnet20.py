@@ -34,9 +34,11 @@ from filterscope.train import TrainConfig
 # A calibration run with SemHash's half-soft samples (results/decouple_resnet20_calibration_r05_paper_semhash.md)
 # kept evaluation gates 97 % on after 2 epochs while training accuracy fell 28 points: every sample
 # now trains with the hard 0/1 gates evaluation uses (semhash_hard_fraction 1), and λs is 4× stronger.
+# A second calibration (results/decouple_resnet20_calibration_hard_noise05.md) showed that noise on those
+# hard gates still lets training gates close at random while evaluation gates stay on: no noise.
 COMMON = dict(
     lambda_mi=0.01, lambda_kl=1.0, sparsity_form="mean", sparsity_on="evaluation",
-    gate_lr_scale=10.0, gate_bias_init=2.0, gate_noise_std=0.5, semhash_hard_fraction=1.0,
+    gate_lr_scale=10.0, gate_bias_init=2.0, gate_noise_std=0.0, semhash_hard_fraction=1.0,
     sparsity_warmup_epochs=1.0,
 )
 VARIANTS = {
