@@ -443,9 +443,16 @@ def stage_report(args) -> None:
         lines += markdown_for(name, entry, settings)
     if not speed:
         results["remaining"].append("nice -n 19 python benchmarks/semantic_pruning_resnet.py speed --models resnet20")
+    for other in WEIGHTS:
+        if other not in results["models"]:
+            results["partial"] = True
+            results["remaining"].append(
+                f"for stage in accumulate speed sweep where residual export; do nice -n 19 python "
+                f"benchmarks/semantic_pruning_resnet.py $stage --models {other}; done  # {other} not run yet (about 3x ResNet-20's time)")
     lines += ["", "## Status", ""]
     if results["partial"] or results["remaining"]:
-        lines += ["**Partial results.** Still to run (then `report`):", ""] + [f"    {c}" for c in results["remaining"]]
+        lines += ["**Partial results.** Still to run (then `python benchmarks/semantic_pruning_resnet.py report --models "
+                  + " ".join(WEIGHTS) + "`):", ""] + [f"    {c}" for c in results["remaining"]]
     else:
         lines += ["Complete for the models listed."]
     findings = RESULTS / "semantic_findings.md"  # hand-written, included as is
