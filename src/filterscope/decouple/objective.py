@@ -54,7 +54,10 @@ class DecouplingObjective:
             terms["mi_classifier"] = classifier_side
             total = total + config.lambda_mi * gate_side + classifier_side
         if self.use_kl:
-            kl = sum(kl_gate_response(z, slot.response, config.kl_epsilon) for z, slot in zip(gates, decoupled.slots))
+            kl = sum(
+                kl_gate_response(z, slot.response.detach() if config.kl_detach_response else slot.response, config.kl_epsilon)
+                for z, slot in zip(gates, decoupled.slots)
+            )
             terms["kl"] = kl
             total = total + config.lambda_kl * kl
         if self.use_sparsity:
