@@ -299,7 +299,11 @@ class PruningMask:
 
     @property
     def dead(self) -> bool:
-        """Whether some unit lost all its filters (nothing passes through it any more)."""
+        """Whether some unit lost all its filters (nothing passes through it any more).
+
+        Such a network is reported, not refused: it is still evaluated (in a plain chain it
+        then predicts a constant; in a residual network the shortcut still carries a signal
+        past the emptied unit)."""
         return bool(self.emptied_units)
 
     def keep(self, unit_name: str) -> np.ndarray:
