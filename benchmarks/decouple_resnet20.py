@@ -87,6 +87,8 @@ def write_table() -> None:
     dense_flops = None
     for path in sorted(RESULTS.glob("decouple_resnet20_*.json")):
         result = json.loads(path.read_text())
+        if "dense_flops" not in result:  # aborted calibration runs have their own tables
+            continue
         dense_flops = result["dense_flops"]
         rows.append(
             f"| {path.stem.removeprefix('decouple_resnet20_')} ({result['epochs']} epochs) | {result['accuracy']:.4f} | "
@@ -96,7 +98,9 @@ def write_table() -> None:
     header = ("# Decoupled ResNet-20, CIFAR-10 JPEG test split (evaluation gates)\n\n"
               f"Dense FLOPs per image: {dense_flops / 1e6 if dense_flops else float('nan'):.1f} M (FlopCounterMode convention, 2 per MAC).\n\n"
               "| run | top-1 | mean FLOPs/image | FLOPs reduction | % energetic | % silent | % dynamic |\n|---|---|---|---|---|---|---|\n")
-    (RESULTS / "decouple_resnet20.md").write_text(header + "\n".join(rows) + "\n")
+    footer = ("\n\nCalibration runs that were stopped early, with what each showed: "
+              + ", ".join(f"`{p.name}`" for p in sorted(RESULTS.glob("decouple_resnet20_calibration_*.md"))) + ".\n")
+    (RESULTS / "decouple_resnet20.md").write_text(header + "\n".join(rows) + footer)
     print((RESULTS / "decouple_resnet20.md").read_text())
 
 
