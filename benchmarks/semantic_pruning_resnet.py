@@ -328,12 +328,13 @@ def stage_report(args) -> None:
                              "dead": False, "emptied_units": []})
         rows = [{k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in row.items()} for row in rows]
         full_grid = [round(v, 2) for v in DEFAULT_RATIOS]
-        missing = [s for s in full_grid if s not in settings]
+        complete = {s for s in settings if s == 0 or sum(r["setting"] == s for r in stored["rows"]) == 20}
+        missing = [s for s in full_grid if s not in complete]
         if missing:
             results["partial"] = True
             results["remaining"].append(
                 f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name} --settings "
-                + " ".join(str(s) for s in full_grid) + f"  # adds θ {missing}; then `report`")
+                + " ".join(str(s) for s in full_grid) + f"  # θ {missing} not yet evaluated for every class (resumes per class)")
         entry["settings_evaluated"] = settings
         entry["full_network_accuracy"] = reference["accuracy"]
         entry["rows"] = [{k: v for k, v in row.items() if k not in ("per_class_recall",)} for row in rows]
@@ -471,7 +472,8 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
                   f"1 thread): plain evaluation {np.median(sp['plain_images_per_s']):.0f} images/s, sweep "
                   f"{np.median(sp['sweep_image_masks_per_s']):.0f} image×masks/s: ratio **{sp['ratio_median']:.3f}**.", ""]
     lines += ["Mean over the 10 classes, network pruned for each class, scores for that class:", "",
-              "| mode | θ | DP | RP | recall | precision | AUC | overall acc. | predicted share |", "|---|---|---|---|---|---|---|---|---|"]
+              "| mode | θ | classes | DP | RP | recall | precision | AUC | overall acc. | predicted share |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for mode in ("nwp", "lwp"):
         for s in settings:
             chosen = [r for r in rows if r["mode"] == mode and r["setting"] == s]
@@ -479,7 +481,7 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
                 continue
             mean = {k: float(np.nanmean([r[k] for r in chosen])) for k in
                     ("fraction_direct", "fraction_residual", "recall", "precision", "auc", "accuracy", "predicted_share")}
-            lines.append(f"| {mode} | {s} | {_fmt(mean['fraction_direct'])} | {_fmt(mean['fraction_residual'])} | "
+            lines.append(f"| {mode} | {s} | {len(chosen)} | {_fmt(mean['fraction_direct'])} | {_fmt(mean['fraction_residual'])} | "
                          f"{_fmt(mean['recall'])} | {_fmt(mean['precision'])} | {_fmt(mean['auc'])} | "
                          f"{_fmt(mean['accuracy'])} | {_fmt(mean['predicted_share'])} |")
     lines += ["", "Per class, recall / precision / AUC (NWP | LWP):", "",
