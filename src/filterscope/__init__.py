@@ -7,6 +7,8 @@ over the same names.
 from .analysis.decomposed import DecomposedLinear, decompose
 from .analysis.influence import InfluenceConfig, find_influential_features
 from .analysis.paths import collect_paths
+from .analysis.prune_export import export_pruned
+from .analysis.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
 from .capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
 from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
@@ -26,6 +28,11 @@ __all__ = [
     "DecoupleConfig",
     "DecoupledModel",
     "InfluenceConfig",
+    "SemanticPruningConfig",
+    "accumulate_responses",
+    "evaluate_masks",
+    "export_pruned",
+    "select_pruned",
     "collect_paths",
     "decompose",
     "decouple",

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,21 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figure  # noqa: E402
+
 __all__ = ["draw_counts", "draw_influence_maps", "draw_jaccard", "draw_k_grid", "draw_mutual_information"]
 
 
-def _save(figure, path: str | Path) -> Path:
-    """Save as PNG through a temporary file and a rename, then close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png")
-        os.replace(temporary, path)
-    finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+_save = save_figure
 
 
 def draw_k_grid(

@@ -15,7 +15,6 @@ from JSON) or :class:`~filterscope.analysis.semantic_pruning.MaskEvaluation` obj
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figure  # noqa: E402
+
 __all__ = ["plot_class_curves", "plot_direct_residual", "plot_overlap_curves", "plot_overlap_matrix", "plot_pca"]
 
 _MODE_COLOURS = {"nwp": "tab:blue", "lwp": "tab:orange"}
 
 
-def _save(figure, path: str | Path) -> Path:
-    """Save as PNG through a temporary file and a rename, then close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        figure.savefig(temporary, dpi=110, bbox_inches="tight", format="png")
-        os.replace(temporary, path)
-    finally:
-        plt.close(figure)
-        temporary.unlink(missing_ok=True)
-    return path
+_save = save_figure
 
 
 def _rows(evaluations: Sequence[Any]) -> list[dict]:
