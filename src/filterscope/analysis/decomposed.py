@@ -216,13 +216,14 @@ def evaluate_decomposition(
     Returns:
         The :class:`DecompositionResult`.
     """
-    from filterscope.analysis.influence import _chain, _scores, _split_batch, find_final_linear
+    from filterscope.analysis.batches import split_batch
+    from filterscope.analysis.influence import _chain, _scores, find_final_linear
 
     batches = iter(tqdm(loader, desc="decomposed eval", disable=not progress, leave=False))
     first = next(batches, None)
     if first is None:
         raise UserInputError("the loader yielded no batches; pass a data split with images.")
-    final = find_final_linear(model, _split_batch(first)[0][:1].to(device))
+    final = find_final_linear(model, split_batch(first)[0][:1].to(device))
     layer = DecomposedLinear.from_linear(final.module, indices)
     num_classes = final.out_features
     slot: dict[str, torch.Tensor | None] = {}
@@ -234,7 +235,7 @@ def evaluate_decomposition(
         handle = final.module.register_forward_pre_hook(lambda module, inputs: slot.__setitem__("features", inputs[0]))
         with torch.no_grad():
             for batch in _chain(first, batches):
-                images, labels = _split_batch(batch)
+                images, labels = split_batch(batch)
                 labels = labels.reshape(-1).cpu()
                 full = _scores(model(images.to(device))).argmax(1).cpu()
                 decomposed = layer(slot.pop("features")).argmax(1).cpu()

@@ -46,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from filterscope.errors import UserInputError
+from filterscope.analysis.batches import split_batch
 
 __all__ = [
     "CRITERIA",
@@ -420,10 +421,6 @@ def _feature_hook(model: nn.Module, at: str, example_input: torch.Tensor) -> Ite
             handle.remove()
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise UserInputError("the loader must yield (images, labels) pairs; wrap the data set so that it does.")
-    return batch[0], torch.as_tensor(batch[1])
 
 
 def _scores(output: Any) -> torch.Tensor:
@@ -473,7 +470,7 @@ def accumulate_influence(
     first = next(batches, None)
     if first is None:
         raise UserInputError("the loader yielded no batches; pass a data split with images.")
-    first_images, _ = _split_batch(first)
+    first_images, _ = split_batch(first)
     example = first_images[:1].to(device)
     accumulator = None
     with _feature_hook(model, at, example) as (slot, num_features, num_classes, final_name), torch.no_grad():
@@ -483,7 +480,7 @@ def accumulate_influence(
         if k2 is not None:
             _check_k("k2", k2, num_features, at)
         for batch in _chain(first, batches):
-            images, true_labels = _split_batch(batch)
+            images, true_labels = split_batch(batch)
             true_labels = true_labels.reshape(-1).to(device=device, dtype=torch.int64)
             if true_labels.numel() and (int(true_labels.min()) < 0 or int(true_labels.max()) >= num_classes):
                 raise UserInputError(
@@ -906,7 +903,7 @@ def evaluate_with_noise(
     first = next(batches, None)
     if first is None:
         raise UserInputError("the loader yielded no batches; pass a data split with images.")
-    final = find_final_linear(model, _split_batch(first)[0][:1].to(device))
+    final = find_final_linear(model, split_batch(first)[0][:1].to(device))
 
     def noised(module: nn.Module, inputs: tuple) -> tuple:
         return (replace_with_noise(inputs[0], columns, mean, std, generator), *inputs[1:])
@@ -915,7 +912,7 @@ def evaluate_with_noise(
         handle = final.module.register_forward_pre_hook(noised)
         with torch.no_grad():
             for batch in _chain(first, batches):
-                images, labels = _split_batch(batch)
+                images, labels = split_batch(batch)
                 predictions = _scores(model(images.to(device))).argmax(1).cpu()
                 correct += int((predictions == labels.reshape(-1)).sum())
                 seen += len(predictions)

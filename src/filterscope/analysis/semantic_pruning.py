@@ -80,6 +80,7 @@ from tqdm.auto import tqdm
 
 from filterscope.capture import WHERE, _register_unit_hooks, _remove, accumulate_by_class
 from filterscope.errors import UserInputError
+from filterscope.analysis.batches import split_batch
 from filterscope.units import Unit
 
 __all__ = [
@@ -541,10 +542,6 @@ def _residual_hooks(units: Sequence[Unit], accumulator: _ResidualAccumulator) ->
     return handles
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise UserInputError("the loader must yield (images, labels) batches.")
-    return batch[0], batch[1]
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -596,7 +593,7 @@ def full_network_reference(
         handles = _residual_hooks(units, accumulator)
         with torch.no_grad():
             for batch in tqdm(loader, desc="full network", disable=not progress, leave=False):
-                images, labels = _split_batch(batch)
+                images, labels = split_batch(batch)
                 labels = labels.reshape(-1).to(device)
                 accumulator.rows = torch.arange(labels.shape[0], device=device)
                 accumulator.row_masks = labels
@@ -710,7 +707,7 @@ def evaluate_masks(
                     handles = _residual_hooks(masked_units, accumulator)
                 with torch.no_grad():
                     for batch in loader:
-                        images, labels = _split_batch(batch)
+                        images, labels = split_batch(batch)
                         images, labels = images.to(device), labels.reshape(-1).to(device)
                         size = images.shape[0]
                         if accumulator is not None:
