@@ -1078,20 +1078,14 @@ def analyze_checkpoint(
     from torch.utils.data import DataLoader
 
     from filterscope.analysis.decomposed import evaluate_decomposition
-    from filterscope.data import load_dataset
-    from filterscope.distributed import resolve_device
-    from filterscope.models import create_model, model_spec
+    from filterscope.workload import load_workload
 
     config = config or InfluenceConfig()
     config.validate()
-    if batch_size < 1:
-        raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
-    spec = model_spec(model_name)
-    torch_device = resolve_device(device)
-    common = dict(mean=spec.mean, std=spec.std, val_fraction=val_fraction, expected_image_shape=spec.input_shape)
-    index_set = load_dataset(data, index_split, augment=False, **common)
-    eval_set = load_dataset(data, eval_split, augment=False, **common)
-    model = create_model(model_name, len(index_set.classes), weights).to(torch_device).eval()
+    workload = load_workload(model_name, weights, data, (index_split, eval_split), val_fraction=val_fraction,
+                             batch_size=batch_size, device=device)
+    model, torch_device = workload.model, workload.device
+    index_set, eval_set = workload.splits[index_split], workload.splits[eval_split]
     index_loader = DataLoader(index_set, batch_size=batch_size, shuffle=False)
     result = find_influential_features(model, index_loader, config, device=torch_device, progress=progress)
     summary: dict[str, Any] = {"model": model_name, "weights": weights, "data": str(data),

@@ -921,25 +921,19 @@ def analyze_checkpoint(
     """
     from torch.utils.data import DataLoader
 
-    from filterscope.data import load_dataset
-    from filterscope.distributed import resolve_device
-    from filterscope.models import create_model, model_spec
     from filterscope.units import find_units
+    from filterscope.workload import load_workload
 
     config = config or SemanticPruningConfig()
     config.validate()
-    if batch_size < 1:
-        raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
-    spec = model_spec(model_name)
-    torch_device = resolve_device(device)
-    common = dict(mean=spec.mean, std=spec.std, val_fraction=val_fraction, expected_image_shape=spec.input_shape)
-    response_set = load_dataset(data, response_split, augment=False, **common)
-    eval_set = load_dataset(data, eval_split, augment=False, **common)
-    classes = list(response_set.classes)
+    workload = load_workload(model_name, weights, data, (response_split, eval_split), val_fraction=val_fraction,
+                             batch_size=batch_size, device=device)
+    model, spec, torch_device = workload.model, workload.spec, workload.device
+    response_set, eval_set = workload.splits[response_split], workload.splits[eval_split]
+    classes = workload.classes
     if config.classes is not None:  # fail on a bad class before the long pass
         for value in config.classes:
             resolve_class(value, classes, len(classes))
-    model = create_model(model_name, len(classes), weights).to(torch_device).eval()
     units = find_units(model, tuple(spec.input_shape))
     unknown = [name for name in config.exclude if name not in {unit.name for unit in units}]
     if unknown:
