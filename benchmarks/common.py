@@ -13,6 +13,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # ignored by git
+# The benchmarks find ../shared beside the repository whatever folder they are started from.
+os.environ.setdefault("FILTERSCOPE_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
 
 
 def machine() -> dict:

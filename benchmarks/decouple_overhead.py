@@ -2,9 +2,10 @@
 
 Times one SGD step (forward, loss, backward, update) at batch 128 for the plain ResNet and for its
 decoupled copy with L = CE + λm·L_mi + λk·L_kl + λs·L_s, interleaved (plain, decoupled, plain, …) on
-the same random batch, after warm-up; reports medians and their ratio.
+the same random batch, after warm-up; reports medians and their ratio — in eager mode and with
+both models under ``torch.compile`` (what ``--compile`` does in training), measured side by side.
 
-    python benchmarks/decouple_overhead.py [--model resnet20] [--repeats 20] [--threads 2]
+    python benchmarks/decouple_overhead.py [--model resnet20] [--repeats 20] [--threads 2] [--no-compile]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="eager mode only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -39,35 +41,48 @@ def main() -> None:
     plain_optimizer = torch.optim.SGD(plain.parameters(), lr=1e-3, momentum=0.9)
     gated_optimizer = torch.optim.SGD(decoupled.parameters(), lr=1e-3, momentum=0.9)
 
-    def plain_step() -> None:
+    def plain_step(model) -> None:
         plain_optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(plain(images), labels).backward()
+        F.cross_entropy(model(images), labels).backward()
         plain_optimizer.step()
 
-    def gated_step() -> None:
+    def gated_step(model) -> None:
         gated_optimizer.zero_grad(set_to_none=True)
-        objective(decoupled, images, labels, 1000)[0].backward()
+        objective(model, images, labels, 1000)[0].backward()
         gated_optimizer.step()
 
+    steps = {"plain": lambda: plain_step(plain), "decoupled": lambda: gated_step(decoupled)}
+    compile_seconds = {}
+    if not args.no_compile:
+        for name, step, model in (("plain_compiled", plain_step, plain), ("decoupled_compiled", gated_step, decoupled)):
+            compiled = torch.compile(model)
+            start = time.perf_counter()
+            step(compiled)  # the first call compiles
+            compile_seconds[name] = time.perf_counter() - start
+            steps[name] = lambda step=step, compiled=compiled: step(compiled)
     for _ in range(3):
-        plain_step(), gated_step()
-    times = {"plain": [], "decoupled": []}
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
     for _ in range(args.repeats):
-        for name, step in (("plain", plain_step), ("decoupled", gated_step)):
+        for name, step in steps.items():
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    plain_median, gated_median = statistics.median(times["plain"]), statistics.median(times["decoupled"])
-    ratio = gated_median / plain_median
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    ratios = {"eager": medians["decoupled"] / medians["plain"]}
+    if not args.no_compile:
+        ratios["compiled"] = medians["decoupled_compiled"] / medians["plain_compiled"]
     results = {
         "model": args.model, "batch_size": args.batch_size, "repeats": args.repeats, "threads": args.threads, "seed": 0,
-        "plain_step_seconds_median": plain_median, "decoupled_step_seconds_median": gated_median,
-        "overhead_ratio": ratio, "times": times, "gated_layers": len(decoupled.gated_units),
+        "step_seconds_median": medians, "overhead_ratio": ratios, "compile_seconds": compile_seconds,
+        "times": times, "gated_layers": len(decoupled.gated_units),
     }
+    rows = "".join(f"| {name.replace('_', ' ')} | {value:.3f} |\n" for name, value in medians.items())
     table = (f"# Training-step overhead of decoupling ({args.model}, batch {args.batch_size}, {args.threads} threads)\n\n"
-             "| step | median seconds |\n|---|---|\n"
-             f"| plain | {plain_median:.3f} |\n| decoupled (gates + CE + L_mi + L_kl + L_s) | {gated_median:.3f} |\n\n"
-             f"Overhead: {100 * (ratio - 1):.1f} % (ratio {ratio:.3f}).\n")
+             "Decoupled = gates + CE + L_mi + L_kl + L_s; steps interleaved in one run, medians of "
+             f"{args.repeats}.\n\n| step | median seconds |\n|---|---|\n{rows}\n"
+             + "".join(f"Overhead, {mode}: {100 * (ratio - 1):.1f} % (ratio {ratio:.3f}).\n" for mode, ratio in ratios.items()))
     print(table)
     write_results(f"decouple_overhead_{args.model}", results, table)
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
 from common import CHECKPOINTS, RESULTS, write_results
 
 from filterscope.decouple import DecoupleConfig
@@ -61,7 +62,7 @@ def run_variant(args) -> None:
     config_values = {**COMMON, **variant["config"]}
     for override in args.set or []:
         key, value = override.split("=", 1)
-        config_values[key] = type(DecoupleConfig.__dataclass_fields__[key].default or 0.0)(value) if key not in ("sparsity_form", "sparsity_on") else value
+        config_values[key] = yaml.safe_load(value)  # numbers, strings and lists such as include=[layer*.conv1]
     name = args.name or args.variant
     train_config = TrainConfig(
         model="resnet20", data=str(shared / "data" / "cifar10-jpeg.zip"), weights=str(shared / "models" / "resnet20-12fca82f.th"),

@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import numpy as np
@@ -185,6 +186,40 @@ def test_objective_terms_and_gate_gradients():
     assert all(c.weight.grad is not None for c in decoupled.mi_classifiers)
 
 
+
+def test_evaluation_folds_batchnorm_and_gates_into_one_pass_with_the_same_values():
+    from filterscope.decouple.gate import GatedOutput, GateSlot
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(-1, 1), bn.bias.uniform_(-1, 1)
+    slot = GateSlot()
+    slot.gates = (torch.rand(4, 6) > 0.5).float()
+    gated = GatedOutput(bn, nn.ReLU(), slot).eval()
+    x = torch.randn(4, 6, 5, 5)
+    assert torch.allclose(gated(x), bn.eval()(x) * slot.gates[:, :, None, None], atol=1e-6)
+
+
+def test_responses_are_measured_only_when_the_kl_term_needs_them():
+    _, decoupled = digits_decoupled()
+    decoupled.train()
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    DecouplingObjective(decoupled, steps_per_epoch=10, use_kl=False)(decoupled, images, labels, 0)
+    assert all(slot.response is None for slot in decoupled.slots)
+    _, _, terms = DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)
+    assert "kl" in terms and all(slot.response is not None and not slot.response.requires_grad for slot in decoupled.slots)
+
+
+def test_sparsity_target_ramps_from_all_on_to_r_along_the_cubic_schedule():
+    _, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.4, sparsity_ratio_ramp_epochs=2)
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10)
+    assert objective.ratios_at(0)[0] == pytest.approx(0.4 + 0.6 * (19 / 20) ** 3)
+    assert objective.ratios_at(9)[0] == pytest.approx(0.4 + 0.6 * 0.5 ** 3)
+    assert objective.ratios_at(19) == objective.ratios_at(500) == [0.4, 0.4]
+    _, fixed = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.4)
+    assert DecouplingObjective(fixed, steps_per_epoch=10).ratios_at(0) == [0.4, 0.4]
+
 # --- FLOPs under gates and filter states ------------------------------------------------------
 
 class Chain(nn.Module):
@@ -309,3 +344,21 @@ def test_semhash_hard_fraction_one_trains_with_evaluation_like_gates():
     torch.manual_seed(0)
     gates = semhash(torch.randn(16, 32), training=True, noise_std=0.0, hard_fraction=1.0)
     assert bool(((gates == 0) | (gates == 1)).all())
+
+
+def test_compiled_training_step_gives_the_eager_loss_and_gradients():
+    _, eager = digits_decoupled(gate_noise_std=0.0, semhash_hard_fraction=1.0, lambda_sparsity=0.1, sparsity_ratio=0.5)
+    compiled_copy = copy.deepcopy(eager)
+    eager.train(), compiled_copy.train()
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    objective = DecouplingObjective(eager, steps_per_epoch=10)
+    eager_loss, _, eager_terms = objective(eager, images, labels, 5)
+    eager_loss.backward()
+    compiled_loss, _, compiled_terms = DecouplingObjective(compiled_copy, steps_per_epoch=10)(torch.compile(compiled_copy), images, labels, 5)
+    compiled_loss.backward()
+    assert compiled_loss.item() == pytest.approx(eager_loss.item(), rel=1e-5)
+    assert set(compiled_terms) == set(eager_terms)
+    for (name, a), b in zip(eager.named_parameters(), compiled_copy.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name

@@ -34,6 +34,10 @@ class DecoupleConfig:
         sparsity_form: "paper" is |‖z‖₁ − R·N| per layer (Eq. 11, grows with the layer width N);
             "mean" is |mean(z) − R| (the same target, width-independent scale).
         sparsity_warmup_epochs: λs rises linearly from 0 over this many epochs.
+        sparsity_ratio_ramp_epochs: the target R^l itself moves from 1 (every filter on) to its final
+            value over this many epochs, along the cubic schedule of gradual pruning (Zhu & Gupta,
+            2017): R(t) = R + (1 − R)·(1 − t/T)³. The gates then close a few at a time while the
+            network adapts, instead of all at once when λs takes hold; 0 keeps R fixed (the paper).
         sparsity_on: "noisy" applies L_s to the training gates z (the paper); "evaluation" applies it
             to the noise-free hard gates 1(g > 0) with a straight-through gradient, i.e. to what
             inference will skip (noise alone can satisfy L_s on z while every evaluation gate is on).
@@ -62,6 +66,7 @@ class DecoupleConfig:
     sparsity_ratio: float | list[float] | None = None
     sparsity_form: str = "paper"
     sparsity_warmup_epochs: float = 0.0
+    sparsity_ratio_ramp_epochs: float = 0.0
     sparsity_on: str = "noisy"
     kl_epsilon: float = 1e-6
     kl_detach_response: bool = True
@@ -104,7 +109,7 @@ class DecoupleConfig:
             raise UserInputError(f"sparsity_on must be 'noisy' or 'evaluation', got {self.sparsity_on!r}.")
         if self.sparsity_form not in SPARSITY_FORMS:
             raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
-        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity"):
+        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UserInputError(f"{name} must be >= 0, got {value}.")

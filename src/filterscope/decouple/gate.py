@@ -29,12 +29,18 @@ class GateSlot:
         gate_logits: g, shape (B, N).
         gates: z, shape (B, N).
         response: GAP of the unit's ungated output after its activation, shape (B, N) (for L_kl).
+        record_response: measure ``response`` in training passes (only L_kl reads it; off saves
+            an activation and a pooling pass per gated layer).
+        response_gradient: keep the autograd graph of ``response`` (False when L_kl detaches it,
+            which saves its backward pass too).
     """
 
     def __init__(self) -> None:
         self.gate_logits: torch.Tensor | None = None
         self.gates: torch.Tensor | None = None
         self.response: torch.Tensor | None = None
+        self.record_response = True
+        self.response_gradient = True
 
     def clear(self) -> None:
         self.gate_logits = self.gates = self.response = None
@@ -116,10 +122,24 @@ class GatedOutput(nn.Module):
         self.slot = slot
 
     def forward(self, conv_output: torch.Tensor) -> torch.Tensor:
-        normalised = self.batchnorm(conv_output)
         gates = self.slot.gates
         if gates is None:
             raise RuntimeError("GatedOutput ran before its GatedConv; the decoupled graph is broken.")
-        if self.training:
-            self.slot.response = self._response_activation(normalised).mean(dim=(2, 3))
+        if not self.training and _is_frozen_batchnorm2d(self.batchnorm):
+            # Evaluation: BN is the affine map a·x + b per channel, so BN and the gate product fold
+            # into one pass, (a·z)·x + b·z, instead of two over the feature map.
+            bn = self.batchnorm
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+            return torch.addcmul((shift * gates)[:, :, None, None], conv_output, (scale * gates)[:, :, None, None])
+        normalised = self.batchnorm(conv_output)
+        if self.training and self.slot.record_response:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.slot.response_gradient):
+                self.slot.response = self._response_activation(normalised).mean(dim=(2, 3))
         return normalised * gates[:, :, None, None]
+
+
+def _is_frozen_batchnorm2d(module: nn.Module) -> bool:
+    """A BatchNorm2d that, in eval mode, normalises with its running statistics (an affine map)."""
+    return (isinstance(module, nn.BatchNorm2d) and module.track_running_stats and module.running_mean is not None
+            and module.running_var is not None)

@@ -11,7 +11,8 @@ from .wrap import DecoupledModel
 
 
 def unwrap(model: nn.Module) -> DecoupledModel:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    inner = inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
     if not isinstance(inner, DecoupledModel):
         raise TypeError("the decoupling objective needs a DecoupledModel (see filterscope.decouple.decouple)")
     return inner
@@ -32,11 +33,22 @@ class DecouplingObjective:
         self.layer_ratios = layer_ratios_for(model)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
+        for slot in model.slots:  # responses cost a pass per layer; only L_kl reads them
+            slot.record_response = use_kl
+            slot.response_gradient = not self.config.kl_detach_response
 
     def sparsity_weight(self, step: int) -> float:
         warmup = self.config.sparsity_warmup_epochs * self.steps_per_epoch
         factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         return self.config.lambda_sparsity * factor
+
+    def ratios_at(self, step: int) -> list[float]:
+        """R^l at this step: fixed, or on the cubic ramp from 1 (``sparsity_ratio_ramp_epochs``)."""
+        ramp = self.config.sparsity_ratio_ramp_epochs * self.steps_per_epoch
+        if ramp <= 0:
+            return self.layer_ratios
+        remaining = max(0.0, 1.0 - (step + 1) / ramp) ** 3
+        return [r + (1.0 - r) * remaining for r in self.layer_ratios]
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
         logits = model(images)
@@ -62,8 +74,10 @@ class DecouplingObjective:
             total = total + config.lambda_kl * kl
         if self.use_sparsity:
             sparse_gates = gates if config.sparsity_on == "noisy" else [slot.evaluation_gates() for slot in decoupled.slots]
-            sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(sparse_gates, self.layer_ratios))
+            ratios = self.ratios_at(step)
+            sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(sparse_gates, ratios))
             terms["sparsity"] = sparsity
+            terms["sparsity_target"] = torch.tensor(sum(ratios) / len(ratios))
             total = total + self.sparsity_weight(step) * sparsity
         with torch.no_grad():
             terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
