@@ -25,14 +25,21 @@ class DecouplingObjective:
         layer_ratios: R^l for every gated layer.
         steps_per_epoch: to turn ``sparsity_warmup_epochs`` into steps.
         use_mi, use_kl, use_sparsity: switch single terms off (the paper's Table 7 ablation).
+        teacher: a frozen network whose softened outputs the decoupled one also learns
+            (knowledge distillation, Hinton et al., 2015; not in the paper): the term
+            λd·T²·KL(softmax(t/T) ‖ softmax(s/T)) is added to L.
+        distill_weight, distill_temperature: λd and T of that term.
     """
 
     def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, use_mi: bool = True,
-                 use_kl: bool = True, use_sparsity: bool = True):
+                 use_kl: bool = True, use_sparsity: bool = True, teacher: nn.Module | None = None,
+                 distill_weight: float = 0.0, distill_temperature: float = 4.0):
         self.config = model.config
         self.layer_ratios = layer_ratios_for(model)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None and distill_weight > 0 else None
+        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
         for slot in model.slots:  # responses cost a pass per layer; only L_kl reads them
             slot.record_response = use_kl
             slot.response_gradient = not self.config.kl_detach_response
@@ -79,6 +86,16 @@ class DecouplingObjective:
             terms["sparsity"] = sparsity
             terms["sparsity_target"] = torch.tensor(sum(ratios) / len(ratios))
             total = total + self.sparsity_weight(step) * sparsity
+        if self.teacher is not None:
+            with torch.no_grad():
+                if next(self.teacher.parameters()).device != images.device:
+                    self.teacher.to(images.device)
+                teacher_logits = self.teacher(images)
+            temperature = self.distill_temperature
+            distill = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                               reduction="batchmean", log_target=True) * temperature**2
+            terms["distill"] = distill
+            total = total + self.distill_weight * distill
         with torch.no_grad():
             terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
         return total, logits, terms

@@ -14,6 +14,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from ..analysis.paths import collect_paths
+from ..errors import UserInputError
 from ..models import create_model, model_spec
 from ..rundir import RunDir
 from ..train import TrainConfig, load_data, shard_for_evaluation, train
@@ -32,6 +33,9 @@ class DecouplingRunOptions:
         recalibrate_bn_images: training images used to re-estimate BatchNorm statistics under
             evaluation gates after every epoch (0 turns it off).
         save_paths: write the test split's bit-packed calculation paths after training.
+        distill_weight: λd of a distillation term from the network as it was before decoupling
+            (0: off; see DecouplingObjective).
+        distill_temperature: T of that term.
     """
 
     use_mi: bool = True
@@ -39,6 +43,8 @@ class DecouplingRunOptions:
     use_sparsity: bool = True
     recalibrate_bn_images: int = 10_000
     save_paths: bool = True
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
 
 
 def gate_param_groups(model: DecoupledModel, train_config: TrainConfig, decouple_config: DecoupleConfig) -> list[dict]:
@@ -66,8 +72,12 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     model = decouple(base, decouple_config, num_classes=num_classes, input_shape=spec.input_shape,
                      model_name=train_config.model)
     steps_per_epoch = len(train_set) // train_config.batch_size
+    if options.distill_weight < 0 or options.distill_temperature <= 0:
+        raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
+    teacher = base if options.distill_weight > 0 else None  # decouple() copied it; moved to the batch's device on use
     objective = DecouplingObjective(model, steps_per_epoch, use_mi=options.use_mi, use_kl=options.use_kl,
-                                    use_sparsity=options.use_sparsity)
+                                    use_sparsity=options.use_sparsity, teacher=teacher,
+                                    distill_weight=options.distill_weight, distill_temperature=options.distill_temperature)
     eval_loader = DataLoader(shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
 
     def before_evaluation(current: DecoupledModel, dataset, epoch: int) -> None:
