@@ -68,10 +68,11 @@ def run_variant(args) -> None:
         model="resnet20", data=str(shared / "data" / "cifar10-jpeg.zip"), weights=str(shared / "models" / "resnet20-12fca82f.th"),
         epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0,
         augment=True, run_dir=str(CHECKPOINTS / f"decouple_resnet20_{name}"), resume=args.resume,
-        max_steps_per_epoch=args.max_steps, threads=args.threads,
+        max_steps_per_epoch=args.max_steps, threads=args.threads, compile=args.compile,
     )
     decouple_config = DecoupleConfig(**config_values)
-    options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images)
+    options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
+                                   distill_weight=args.distill_weight)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
     summary["wall_seconds"] = time.time() - start
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="steps per epoch (calibration trials)")
     parser.add_argument("--recalibrate-bn-images", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
+    parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from the starting network")
     parser.add_argument("--shared", default=str(shared_dir()))
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--table", action="store_true")
