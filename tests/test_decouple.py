@@ -235,6 +235,27 @@ def test_distillation_term_from_a_frozen_teacher():
     assert not model.training
     assert "distill" not in DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)[2]
 
+
+def test_bn_scale_bias_order_closes_least_important_filters_first_and_starts_all_on():
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", 10)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(-2, 2)
+    decoupled = decouple(model, DecoupleConfig(gate_bias_order="bn_scale", gate_bias_init=2.0), num_classes=10,
+                         input_shape=(1, 8, 8), model_name="digits_cnn")
+    gated_outputs = [m for m in decoupled.modules() if type(m).__name__ == "GatedOutput"]
+    for gate, output in zip(decoupled.gate_modules(), gated_outputs):
+        bias = gate.controller.expand.bias.detach()
+        assert bias.min().item() == pytest.approx(0.5) and bias.max().item() == pytest.approx(2.0)
+        assert torch.equal(bias.argsort(), output.batchnorm.weight.detach().abs().argsort())
+    decoupled.eval()
+    decoupled(torch.randn(16, 1, 8, 8))
+    assert all(bool((z == 1).all()) for z in decoupled.last_gates())
+    with pytest.raises(UserInputError, match="gate bias order"):
+        digits_decoupled(gate_bias_order="random")
+
 # --- FLOPs under gates and filter states ------------------------------------------------------
 
 class Chain(nn.Module):

@@ -9,6 +9,7 @@ from ..errors import UserInputError
 from .presets import PRESET_FOR_MODEL, PRESETS
 
 SPARSITY_FORMS = ("paper", "mean")
+GATE_BIAS_ORDERS = ("uniform", "bn_scale")
 
 
 @dataclass
@@ -23,6 +24,12 @@ class DecoupleConfig:
             without affine parameters); without it the gates of a pretrained network barely depend
             on the input (see ControllingModule).
         gate_bias_init: initial gate logit; > 0 so every filter starts on, < 2.4 so the gate can learn.
+        gate_bias_order: "uniform" starts every gate of a layer at ``gate_bias_init``; "bn_scale"
+            spreads the starting logits over [¼, 1]·``gate_bias_init`` by the rank of |γ| of the
+            unit's BatchNorm (the network-slimming importance), so the least important filters
+            are the first to close. With equal starting logits and W2 = 0, the sparsity term
+            pushes every gate of a layer by the same amount and they cross 0 together: whole
+            layers went dark for a few dozen steps early in training (loss 22 → 41 on ResNet-20).
         gate_noise_std: standard deviation of SemHash's training noise α (1 in the paper).
         semhash_hard_fraction: share of the samples trained with hard straight-through gates (½ in
             the paper); the others take the soft v1, whose scaled-down activations differ from what
@@ -58,6 +65,7 @@ class DecoupleConfig:
     reduction: int = 4
     standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
+    gate_bias_order: str = "uniform"
     gate_noise_std: float = 1.0
     semhash_hard_fraction: float = 0.5
     lambda_mi: float | None = None
@@ -105,6 +113,8 @@ class DecoupleConfig:
     def validate(self) -> None:
         if self.reduction < 1:
             raise UserInputError(f"reduction γ must be at least 1, got {self.reduction}.")
+        if self.gate_bias_order not in GATE_BIAS_ORDERS:
+            raise UserInputError(f"unknown gate bias order {self.gate_bias_order!r}; choose one of {', '.join(GATE_BIAS_ORDERS)}.")
         if self.sparsity_on not in ("noisy", "evaluation"):
             raise UserInputError(f"sparsity_on must be 'noisy' or 'evaluation', got {self.sparsity_on!r}.")
         if self.sparsity_form not in SPARSITY_FORMS:

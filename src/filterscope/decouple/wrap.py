@@ -73,6 +73,16 @@ class DecoupledModel(nn.Module):
         return parameters + list(self.mi_classifiers.parameters())
 
 
+def bias_by_importance(batchnorm: nn.Module, bias_init: float) -> torch.Tensor:
+    """Starting gate logits in [¼, 1]·bias_init, rising with the rank of |γ| of ``batchnorm``."""
+    if getattr(batchnorm, "weight", None) is None:  # no affine scale: no ranking to follow
+        return torch.full((batchnorm.num_features,), float(bias_init))
+    scale = batchnorm.weight.detach().abs().float().cpu()
+    rank = torch.empty_like(scale)
+    rank[scale.argsort(stable=True)] = torch.arange(len(scale), dtype=scale.dtype)
+    return bias_init * (0.25 + 0.75 * rank / max(len(scale) - 1, 1))
+
+
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -128,6 +138,8 @@ def decouple(
         slot = GateSlot()
         controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
                                        config.standardize_gate_input)
+        if config.gate_bias_order == "bn_scale":
+            controller.expand.bias.data.copy_(bias_by_importance(unit.bn, config.gate_bias_init))
         controller.to(unit.conv.weight.device)
         _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std, config.semhash_hard_fraction))
         _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
