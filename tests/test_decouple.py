@@ -256,6 +256,25 @@ def test_bn_scale_bias_order_closes_least_important_filters_first_and_starts_all
     with pytest.raises(UserInputError, match="gate bias order"):
         digits_decoupled(gate_bias_order="random")
 
+
+def test_detached_gate_input_keeps_gate_losses_out_of_the_features():
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    grads = {}
+    for detach in (False, True):
+        _, decoupled = digits_decoupled(detach_gate_input=detach, lambda_sparsity=1.0, sparsity_ratio=0.5)
+        decoupled.train()
+        torch.manual_seed(1)
+        for gate in decoupled.gate_modules():  # W2 starts at 0, which would block the path by itself
+            torch.nn.init.normal_(gate.controller.expand.weight, std=0.1)
+        objective = DecouplingObjective(decoupled, steps_per_epoch=10, use_kl=False)
+        _, _, terms = objective(decoupled, images, labels, 100)
+        terms["sparsity"].backward()  # the sparsity term alone: it reaches the network only through the gates
+        first_conv = decoupled.network.features[0]
+        grads[detach] = first_conv.weight.grad
+        assert all(m.controller.expand.bias.grad is not None for m in decoupled.gate_modules())
+    assert grads[False] is not None and grads[False].abs().sum() > 0
+    assert grads[True] is None or grads[True].abs().sum() == 0
+
 # --- FLOPs under gates and filter states ------------------------------------------------------
 
 class Chain(nn.Module):

@@ -30,6 +30,11 @@ class DecoupleConfig:
             are the first to close. With equal starting logits and W2 = 0, the sparsity term
             pushes every gate of a layer by the same amount and they cross 0 together: whole
             layers went dark for a few dozen steps early in training (loss 22 → 41 on ResNet-20).
+        detach_gate_input: the controlling modules read s = GAP(X) without passing gradients back
+            into X, so the gate losses (λs·L_s above all, which is much larger than the
+            cross-entropy's pull on a gate) train the gates but do not reshape the network's
+            features; the features learn from the task loss through the gated path only. False
+            trains everything jointly (the paper); it also costs a backward pass per gated layer.
         gate_noise_std: standard deviation of SemHash's training noise α (1 in the paper).
         semhash_hard_fraction: share of the samples trained with hard straight-through gates (½ in
             the paper); the others take the soft v1, whose scaled-down activations differ from what
@@ -66,6 +71,7 @@ class DecoupleConfig:
     standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
     gate_bias_order: str = "uniform"
+    detach_gate_input: bool = False
     gate_noise_std: float = 1.0
     semhash_hard_fraction: float = 0.5
     lambda_mi: float | None = None

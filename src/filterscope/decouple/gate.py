@@ -88,7 +88,7 @@ class GatedConv(nn.Module):
     """A conv whose gate is computed from the conv's input before the conv runs."""
 
     def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot, noise_std: float = 1.0,
-                 hard_fraction: float = 0.5):
+                 hard_fraction: float = 0.5, detach_input: bool = False):
         super().__init__()
         self.conv = conv
         self.controller = controller
@@ -98,9 +98,10 @@ class GatedConv(nn.Module):
         self.noisy_gates = True
         self.noise_std = noise_std
         self.hard_fraction = hard_fraction
+        self.detach_input = detach_input
 
     def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
-        gate_logits = self.controller(unit_input)
+        gate_logits = self.controller(unit_input.detach() if self.detach_input else unit_input)
         self.slot.gate_logits = gate_logits
         self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std,
                                   hard_fraction=self.hard_fraction)

@@ -141,7 +141,8 @@ def decouple(
         if config.gate_bias_order == "bn_scale":
             controller.expand.bias.data.copy_(bias_by_importance(unit.bn, config.gate_bias_init))
         controller.to(unit.conv.weight.device)
-        _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std, config.semhash_hard_fraction))
+        _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std, config.semhash_hard_fraction,
+                                                    config.detach_gate_input))
         _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
         slots.append(slot)
         out_channels.append(unit.out_channels)
