@@ -391,6 +391,8 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     assert len(metrics["decouple"]["history"]) == 8
     assert {"train_ce", "train_mi", "train_kl", "train_sparsity", "gated_mean_flops"} <= set(metrics["decouple"]["history"][0])
     assert (tmp_path / "decoupled" / "arrays" / "paths_test.npz").exists()
+    for figure in ("filter_states.png", "activation_counts.png", "flops_per_input.png"):
+        assert (tmp_path / "decoupled" / "figures" / figure).stat().st_size > 1000
     reloaded = load_decoupled(tmp_path / "decoupled" / "checkpoints" / "last.pt")
     assert reloaded.gated_units == ["features.3", "features.7"]
 

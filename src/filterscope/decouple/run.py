@@ -13,6 +13,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from .. import distributed
 from ..analysis.paths import collect_paths
 from ..errors import UserInputError
 from ..models import create_model, model_spec
@@ -115,5 +116,11 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     }
     if options.save_paths:
         record.save(run.arrays / "paths_test.npz")
+    if distributed.is_main_process():
+        from ..report import figures_decouple as figures
+
+        figures.draw_filter_states(record, run.figures / "filter_states.png")
+        figures.draw_activation_histograms(record, run.figures / "activation_counts.png")
+        figures.draw_flops_per_input(record, run.figures / "flops_per_input.png")
     run.update_metrics("decouple", summary)
     return summary
