@@ -10,7 +10,7 @@ MAIN=(--set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=
 run() { python decouple_resnet20.py --epochs 10 --threads 1 --compile "$@"; }
 
 run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach "${MAIN[@]}"   # R = 0.45, L_s + L_mi (main)
-run --variant ls_mi --name r0_ls_mi_conv1_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.0 lambda_sparsity=0.02 \
+run --variant ls_mi --name r0_ls_mi_conv1_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.0 lambda_sparsity=0.04 \
     sparsity_warmup_epochs=1 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true         # R = 0, L_s + L_mi
 for variant in gates_only ls ls_kl all; do                                     # Table 7 ablation
     run --variant "$variant" --name "ablation_${variant}" "${MAIN[@]}"
