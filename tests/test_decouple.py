@@ -1,5 +1,4 @@
 import copy
-import shutil
 import warnings
 
 import numpy as np
@@ -22,6 +21,7 @@ from filterscope.decouple.losses import kl_gate_response, sparsity_loss, to_dist
 from filterscope.engine import count_flops_reference
 from filterscope.errors import UserInputError
 from filterscope.models import create_model
+from filterscope.train import cxx_compiler_available
 
 import toy_models
 
@@ -404,7 +404,7 @@ def test_semhash_hard_fraction_one_trains_with_evaluation_like_gates():
     assert bool(((gates == 0) | (gates == 1)).all())
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not cxx_compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_step_gives_the_eager_loss_and_gradients():
     _, eager = digits_decoupled(gate_noise_std=0.0, semhash_hard_fraction=1.0, lambda_sparsity=0.1, sparsity_ratio=0.5)
     compiled_copy = copy.deepcopy(eager)

@@ -112,8 +112,13 @@ class TrainConfig:
             raise UserInputError(f"eval split must be 'test' or 'val', got {self.eval_split!r}.")
         if self.eval_split == "val" and self.val_fraction == 0:
             raise UserInputError("eval split 'val' needs a validation split: pass --val-fraction, e.g. 0.1.")
-        if self.compile and not self.device.startswith("cuda") and not (shutil.which("g++") or shutil.which("c++")):
+        if self.compile and not self.device.startswith("cuda") and not cxx_compiler_available():
             raise UserInputError("--compile on CPU needs a C++ compiler (g++ or c++ on PATH); install one or drop --compile.")
+
+
+def cxx_compiler_available() -> bool:
+    """torch.compile on CPU builds C++ kernels: is a compiler on PATH?"""
+    return bool(shutil.which("g++") or shutil.which("c++"))
 
 
 @dataclass
