@@ -20,8 +20,10 @@ run them under `nice -n 19`.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,23 @@ def test_batches(shared: Path, name: str, batch_size: int, limit_per_class: int 
         keep = torch.cat([torch.nonzero(labels == c).flatten()[:limit_per_class] for c in range(10)]).sort().values
         images, labels = images[keep], labels[keep]
     return [(images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+
+
+@contextmanager
+def locked_json(path: Path, empty):
+    """Read ``path`` (or ``empty``) under an exclusive lock and write back what the caller left in it.
+
+    Stages for different models, and sweep shards for different classes, run side by side as
+    separate processes on one file each; the lock keeps one from overwriting the other's rows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else empty
+        yield data
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(data, indent=None))
+        temporary.replace(path)
 
 
 def response_path(name: str, where: str) -> Path:
@@ -139,7 +158,8 @@ def stage_speed(args) -> None:
             "residual_measured": True,
         }
         print(name, json.dumps(record[name]))
-    (CACHE / "speed.json").write_text(json.dumps(record, indent=2))
+        with locked_json(CACHE / "speed.json", {}) as stored:
+            stored[name] = record[name]
 
 
 def sweep_path(name: str, where: str) -> Path:
@@ -156,21 +176,22 @@ def stage_sweep(args) -> None:
         response = load_response(name, args.sweep_where, units)
         batches = test_batches(shared, name, 256 // args.masks_per_pass)
         target = sweep_path(name, args.sweep_where)
-        stored = json.loads(target.read_text()) if target.exists() else {"rows": [], "reference": None}
-        if stored["reference"] is None:
-            start = time.time()
-            reference = full_network_reference(model, units, batches, 10, progress=False)
-            stored["reference"] = {
-                "response": {str(c): {k: v.tolist() for k, v in by_unit.items()} for c, by_unit in reference.response.items()},
-                "confusion": reference.confusion.tolist(), "accuracy": float(np.trace(reference.confusion) / reference.confusion.sum()),
-                "logits_path": str(CACHE / f"{name}-test-logits.npz"),
-            }
-            np.savez(CACHE / f"{name}-test-logits.npz", logits=reference.logits, labels=reference.labels)
-            print(f"{name}: full network accuracy {stored['reference']['accuracy']:.4f} ({time.time() - start:.0f} s)")
-            target.write_text(json.dumps(stored))
-        baseline = {int(c): {k: np.asarray(v) for k, v in by_unit.items()} for c, by_unit in stored["reference"]["response"].items()}
-        done = {(row["class_index"], row["mode"], row["setting"]) for row in stored["rows"]}
-        for class_index in range(10):
+        with locked_json(target, {"rows": [], "reference": None}) as stored:
+            if stored["reference"] is None:
+                start = time.time()
+                reference = full_network_reference(model, units, batches, 10, progress=False)
+                stored["reference"] = {
+                    "response": {str(c): {k: v.tolist() for k, v in by_unit.items()} for c, by_unit in reference.response.items()},
+                    "confusion": reference.confusion.tolist(),
+                    "accuracy": float(np.trace(reference.confusion) / reference.confusion.sum()),
+                    "logits_path": str(CACHE / f"{name}-test-logits.npz"),
+                }
+                np.savez(CACHE / f"{name}-test-logits.npz", logits=reference.logits, labels=reference.labels)
+                print(f"{name}: full network accuracy {stored['reference']['accuracy']:.4f} ({time.time() - start:.0f} s)")
+            baseline = {int(c): {k: np.asarray(v) for k, v in by_unit.items()}
+                        for c, by_unit in stored["reference"]["response"].items()}
+            done = {(row["class_index"], row["mode"], row["setting"]) for row in stored["rows"]}
+        for class_index in args.classes:
             masks = [select_pruned(response, class_index, setting, mode) for mode in ("nwp", "lwp") for setting in settings
                      if (class_index, mode, setting) not in done]
             masks = [mask for mask in masks if mask.num_pruned]  # θ = 0 is read from the reference
@@ -179,8 +200,8 @@ def stage_sweep(args) -> None:
             start = time.time()
             evaluations = evaluate_masks(model, units, batches, masks, 10, masks_per_pass=args.masks_per_pass,
                                          baseline=baseline, progress=False)
-            stored["rows"] += [evaluation.to_dict() for evaluation in evaluations]
-            target.write_text(json.dumps(stored))
+            with locked_json(target, {"rows": [], "reference": None}) as stored:
+                stored["rows"] += [evaluation.to_dict() for evaluation in evaluations]
             print(f"{name} {CLASSES[class_index]}: {len(masks)} masks in {time.time() - start:.0f} s", flush=True)
 
 
@@ -220,7 +241,6 @@ def stage_residual(args) -> None:
     """
     shared = Path(args.shared)
     tolerances = (0.0, 0.01, 0.05)
-    record = {}
     for name in args.models:
         model = load_model(shared, name)
         units = find_units(model, (3, 32, 32))
@@ -247,15 +267,14 @@ def stage_residual(args) -> None:
                 row["kept_response_ratio_quantiles"] = np.nanquantile(kept_ratios, [0.0, 0.01, 0.05, 0.5]).tolist()
                 rows.append(row)
             print(f"{name} {CLASSES[class_index]} done", flush=True)
-        record[name] = {"tolerances": tolerances, "rows": rows}
-    (CACHE / "residual.json").write_text(json.dumps(record))
+        with locked_json(CACHE / "residual.json", {}) as stored:
+            stored[name] = {"tolerances": tolerances, "rows": rows}
 
 
 def stage_export(args) -> None:
     from filterscope.analysis.prune_export import check_export, compare_costs, export_pruned
 
     shared = Path(args.shared)
-    record = {}
     for name in args.models:
         model = load_model(shared, name)
         units = find_units(model, (3, 32, 32))
@@ -274,8 +293,8 @@ def stage_export(args) -> None:
                          "max_abs_logit_difference_1000_test_images": difference, "prediction_agreement": agreement,
                          **costs.to_dict()})
             print(name, json.dumps(rows[-1]), flush=True)
-        record[name] = rows
-    (CACHE / "export.json").write_text(json.dumps(record, indent=2))
+        with locked_json(CACHE / "export.json", {}) as stored:
+            stored[name] = rows
 
 
 def model_predictions_masked(model, units, mask, images):
@@ -560,6 +579,8 @@ def main() -> None:
     parser.add_argument("--where", nargs="+", default=["post", "bn", "conv"])
     parser.add_argument("--sweep-where", default="post")
     parser.add_argument("--settings", nargs="+", default=None, help="sweep: θ values (default 0 … 0.6)")
+    parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)),
+                        help="sweep: class indices to evaluate (shards can run side by side, one per process)")
     parser.add_argument("--masks-per-pass", type=int, default=8)
     parser.add_argument("--speed-images", type=int, default=2000)
     parser.add_argument("--where-images", type=int, default=1000)
