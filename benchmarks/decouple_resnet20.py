@@ -66,7 +66,7 @@ def run_variant(args) -> None:
     name = args.name or args.variant
     train_config = TrainConfig(
         model="resnet20", data=str(shared / "data" / "cifar10-jpeg.zip"), weights=str(shared / "models" / "resnet20-12fca82f.th"),
-        epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0,
+        epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=args.seed,
         augment=True, run_dir=str(CHECKPOINTS / f"decouple_resnet20_{name}"), resume=args.resume,
         max_steps_per_epoch=args.max_steps, threads=args.threads, compile=args.compile,
     )
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--name", help="results name (default: the variant)")
     parser.add_argument("--set", nargs="*", help="override DecoupleConfig fields, e.g. lambda_sparsity=3")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="data order, augmentation and gate noise (the dense reference used 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="steps per epoch (calibration trials)")
     parser.add_argument("--recalibrate-bn-images", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")

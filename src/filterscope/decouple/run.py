@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed
@@ -70,6 +71,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     train_set, eval_set = load_data(train_config, spec.mean, spec.std, spec.input_shape, train_config.num_classes)
     num_classes = len(train_set.classes)
     base = create_model(train_config.model, num_classes, train_config.weights)
+    torch.manual_seed(train_config.seed)  # the gates' random W1 and the classifiers W_cla come from the seed too
     model = decouple(base, decouple_config, num_classes=num_classes, input_shape=spec.input_shape,
                      model_name=train_config.model)
     steps_per_epoch = len(train_set) // train_config.batch_size
