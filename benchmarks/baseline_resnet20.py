@@ -4,9 +4,10 @@ Schedule (documented here and recorded in the results): 10 epochs, SGD momentum 
 5e-4, batch 128, peak learning rate 0.02 with cosine decay to zero, random crop (4-pixel padding) and
 horizontal flip, seed 0. Evaluated on the JPEG test split after every epoch.
 
-    python benchmarks/baseline_resnet20.py [--epochs 10] [--shared ../shared]
+    python benchmarks/baseline_resnet20.py [--epochs 10] [--shared ../shared] [--compile --threads 1]
 
-Writes benchmarks/results/baseline_resnet20_cifar10jpeg.{json,md}. The fine-tuned checkpoint goes to
+Writes benchmarks/results/baseline_resnet20_cifar10jpeg.{json,md} (other epoch counts:
+baseline_resnet20_cifar10jpeg_<N>ep, the reference for decoupled runs of N epochs). The fine-tuned checkpoint goes to
 benchmarks/checkpoints/baseline_resnet20/checkpoints/last.pt (kept out of git); its sha256 is recorded,
 and re-running this script regenerates it (same seed, same schedule; bit-identical on the same
 machine and torch build).
@@ -30,10 +31,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--shared", default=str(shared_dir()))
-    parser.add_argument("--run-dir", default=str(CHECKPOINTS / "baseline_resnet20"))
+    parser.add_argument("--run-dir", default=None, help="default: checkpoints/baseline_resnet20[_<N>ep]")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
     args = parser.parse_args()
 
+    suffix = "" if args.epochs == 10 else f"_{args.epochs}ep"
+    run_dir = args.run_dir or str(CHECKPOINTS / f"baseline_resnet20{suffix}")
     shared = Path(args.shared)
     data = shared / "data" / "cifar10-jpeg.zip"
     weights = shared / "models" / "resnet20-12fca82f.th"
@@ -41,7 +46,7 @@ def main() -> None:
     config = TrainConfig(
         model="resnet20", data=str(data), weights=str(weights), epochs=args.epochs, batch_size=128,
         lr=args.lr, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0, augment=True,
-        run_dir=args.run_dir, resume=args.resume, progress=True,
+        run_dir=run_dir, resume=args.resume, progress=True, threads=args.threads, compile=args.compile,
     )
     start = time.time()
     result = train(config)
@@ -64,7 +69,8 @@ def main() -> None:
         "wall_seconds_note": "includes evaluation after every epoch; a resumed run counts only its own part",
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256(checkpoint),
-        "regenerate": "python benchmarks/baseline_resnet20.py",
+        "compiled": args.compile,
+        "regenerate": f"python benchmarks/baseline_resnet20.py --epochs {args.epochs}" + (" --compile" if args.compile else ""),
     }
     rows = "\n".join(
         f"| {h['epoch']} | {h['train_accuracy']:.4f} | {h['test_accuracy']:.4f} | {h['epoch_seconds']:.0f} |" for h in result.history
@@ -75,7 +81,7 @@ def main() -> None:
         f"{final['accuracy']:.4f}. Wall time {wall / 60:.1f} min.\n\n"
         "| epoch | train top-1 | test top-1 | seconds |\n|---|---|---|---|\n" + rows
     )
-    print(write_results("baseline_resnet20_cifar10jpeg", results, table))
+    print(write_results(f"baseline_resnet20_cifar10jpeg{suffix}", results, table))
 
 
 if __name__ == "__main__":

@@ -84,8 +84,10 @@ def run_variant(args) -> None:
 
 
 def write_table() -> None:
-    baseline = json.loads((RESULTS / "baseline_resnet20_cifar10jpeg.json").read_text())
-    rows = [f"| dense reference ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |"]
+    rows = []
+    for path in sorted(RESULTS.glob("baseline_resnet20_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
+        baseline = json.loads(path.read_text())
+        rows.append(f"| dense reference ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
     for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json")):
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g} ({static['epochs']} epochs) | "
