@@ -404,27 +404,33 @@ def _mask_point(unit: Unit) -> nn.Module:
 
 @contextlib.contextmanager
 def mask_hooks(units: Sequence[Unit], keep: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Multiply each unit's output (BatchNorm output, or conv output without BatchNorm) by a channel mask.
+    """Zero the pruned channels of each unit's output (BatchNorm output, or conv output without BatchNorm).
 
     ``keep[name]`` is ``(masks, channels)`` of 0/1 values: a batch of ``masks · B`` samples is
-    read as ``masks`` consecutive groups of ``B``, group ``m`` multiplied by row ``m``. A
-    ``(channels,)`` mask applies to every sample. The multiplication is in place (inference
-    only), so hooks registered later on the same module see the masked tensor. The hooks are
-    removed when the block ends, after an error too.
+    read as ``masks`` consecutive groups of ``B``, and in group ``m`` the channels where row
+    ``m`` is 0 are set to zero. A ``(channels,)`` mask applies to every sample. The write is in
+    place (inference only), so hooks registered later on the same module see the masked
+    tensor. The hooks are removed when the block ends, after an error too.
 
     Args:
         units: The units to mask (units absent from ``keep`` are left alone).
-        keep: Per-unit keep masks on the model's device and dtype.
+        keep: Per-unit keep masks on the model's device.
     """
     handles = []
 
     def hook_for(mask: torch.Tensor):
-        groups = mask.shape[0] if mask.dim() == 2 else 1
-        mask = mask.reshape(groups, 1, mask.shape[-1], 1)
+        rows = mask.reshape(-1, mask.shape[-1])
+        groups = rows.shape[0]
+        # Only the pruned channels are written (a fill, no read), instead of multiplying every
+        # channel by its 0/1 mask: one full pass over each masked activation map less, which is
+        # most of what masking costs on narrow networks (measured on ResNet-56).
+        pruned = [(group, torch.nonzero(row == 0).flatten()) for group, row in enumerate(rows)]
+        pruned = [(group, channels) for group, channels in pruned if channels.numel()]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             shaped = output.view(groups, output.shape[0] // groups, output.shape[1], -1)
-            shaped.mul_(mask)
+            for group, channels in pruned:
+                shaped[group].index_fill_(1, channels, 0.0)
 
         return hook
 
