@@ -16,4 +16,12 @@ for variant in gates_only ls ls_kl all; do                                     #
     run --variant "$variant" --name "ablation_${variant}" "${MAIN[@]}"
 done
 python static_pruned_resnet20.py --ratio 0.45 --epochs 10 --threads 1 --compile  # static pruning, same FLOPs
+run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_seed1 --seed 1 "${MAIN[@]}"  # run-to-run spread
+python baseline_resnet20.py --epochs 20 --compile --threads 1                   # dense reference, 20 epochs
+python decouple_resnet20.py --epochs 20 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp8_bnbias_detach_20ep \
+    --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=8 gate_lr_scale=3 \
+    gate_bias_order=bn_scale detach_gate_input=true                               # main settings, 20 epochs
+run --variant ls_mi --name ls_mi_conv1_r065_ramp_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.65 \
+    sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true  # R = 0.65
+python static_pruned_resnet20.py --ratio 0.65 --epochs 10 --threads 1 --compile  # static pruning at R = 0.65's FLOPs
 python decouple_resnet20.py --table

@@ -540,9 +540,13 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
     lines += ["", f"**Classes whose recall improves at some θ > 0**: {len(improvements)} (class, mode, θ) cases; "
               f"precision held in {sum(i['precision_held'] for i in improvements)}, AUC held in "
               f"{sum(i['auc_held'] for i in improvements)}.", ""]
+    usable = [i for i in improvements if i["accuracy"] >= 0.5]
     if improvements:
+        lines += [f"{sum(i['accuracy'] < 0.2 for i in improvements)} of them have overall accuracy below 0.2 (the network "
+                  f"predicts the class for almost every image); the {len(usable)} with overall accuracy >= 0.5:", ""]
+    if usable:
         lines += ["| class | mode | θ | recall | precision | AUC | overall acc. |", "|---|---|---|---|---|---|---|"]
-        for i in improvements:
+        for i in usable:
             lines.append(f"| {i['class']} | {i['mode']} | {i['setting']} | {_fmt(i['recall'][0])} → {_fmt(i['recall'][1])} | "
                          f"{_fmt(i['precision'][0])} → {_fmt(i['precision'][1])} | {_fmt(i['auc'][0])} → {_fmt(i['auc'][1])} | "
                          f"{_fmt(i['accuracy'])} |")
