@@ -269,6 +269,32 @@ def test_residual_pruning_counts_filters_whose_inputs_were_all_removed():
     assert tolerant.residual_per_unit == {"a": 0.5, "b": 1.0}  # every kept filter is within 150 % of its full response
 
 
+def test_mask_hooks_zero_exactly_the_pruned_channels_of_each_group():
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    model = nn.Sequential(conv, nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    [unit] = [u for u in find_units(model, (3, 8, 8)) if u.conv is conv]
+    images = torch.randn(3, 3, 8, 8).repeat(2, 1, 1, 1)  # two groups of the same three images
+    captured = []
+
+    def run() -> torch.Tensor:
+        # registered after the mask hook, so it sees the map the mask wrote into
+        handle = model[1].register_forward_hook(lambda module, inputs, output: captured.append(output.clone()))
+        try:
+            with torch.no_grad():
+                model(images)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    full = run()
+    keep = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])  # group 0 drops channels 1 and 3, group 1 channel 3
+    with mask_hooks([unit], {unit.name: keep}):
+        masked = run()
+    torch.testing.assert_close(masked, full * keep.repeat_interleave(3, dim=0)[:, :, None, None])
+    assert (masked[:3, [1, 3]] == 0).all() and (masked[3:, 3] == 0).all() and (masked[3:, 1] == full[3:, 1]).all()
+    assert _no_hooks(model)
+
+
 def test_mask_hooks_are_removed_after_an_error():
     model = _eval_model(TOY_MODELS["resnet18_like"])
     units = find_units(model, (3, 32, 32))
