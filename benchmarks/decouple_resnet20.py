@@ -83,15 +83,44 @@ def run_variant(args) -> None:
     print(write_results(f"decouple_resnet20_{name}", summary, table))
 
 
+def draw_tradeoff(points: list[tuple[str, int, float, float]]) -> Path:
+    """Top-1 against FLOPs reduction, one marker per kind of run and a label with its epochs."""
+    from filterscope.report.figures import plt, save_figure
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    markers = {"dense": ("k", "s", "dense"), "static": ("tab:blue", "^", "static |γ| pruning"),
+               "decoupled": ("tab:red", "o", "decoupled, block-inner gates (main settings)"),
+               "other": ("0.7", "o", "decoupled, ablations and earlier settings")}
+    for kind, (color, marker, label) in markers.items():
+        chosen = [(reduction, top1, epochs) for k, epochs, reduction, top1 in points if k == kind]
+        if not chosen:
+            continue
+        axis.scatter([c[0] for c in chosen], [c[1] for c in chosen], color=color, marker=marker, label=label, zorder=3)
+        for reduction, top1, epochs in chosen if kind != "other" else []:
+            axis.annotate(f"{epochs} ep", (reduction, top1), fontsize=7, xytext=(4, -3), textcoords="offset points")
+    best_dense = max((top1 for k, _, _, top1 in points if k == "dense"), default=None)
+    if best_dense is not None:
+        axis.axhline(best_dense - 0.01, color="k", linestyle=":", linewidth=1, label="1 point below the best dense run")
+    axis.set_xlabel("FLOPs reduction (dense / mean FLOPs per image)")
+    axis.set_ylabel("test top-1 (CIFAR-10 JPEG)")
+    axis.set_title("ResNet-20 from the shared checkpoint: accuracy against FLOPs", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, RESULTS / "decouple_resnet20_tradeoff.png")
+
+
 def write_table() -> None:
     rows = []
+    points = []  # (kind, epochs, FLOPs reduction, top-1) for the figure
     for path in sorted(RESULTS.glob("baseline_resnet20_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
         rows.append(f"| dense reference ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
+        points.append(("dense", baseline["epochs"], 1.0, baseline["test_accuracy"]))
     for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json")):
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
+        points.append(("static", static["epochs"], static["flops_reduction"], static["test_accuracy"]))
     dense_flops = None
     for path in sorted(RESULTS.glob("decouple_resnet20_*.json")):
         result = json.loads(path.read_text())
@@ -100,6 +129,8 @@ def write_table() -> None:
         dense_flops = result["dense_flops"]
         measured = result.get("reevaluated", result)  # re-estimated BatchNorm statistics, where done
         mark = " †" if "reevaluated" in result else ""
+        kind = "decoupled" if "conv1" in path.stem else "other"  # gates on layer*.conv1: the settings of the main runs
+        points.append((kind, result["epochs"], measured["flops_reduction"], measured["accuracy"]))
         rows.append(
             f"| {path.stem.removeprefix('decouple_resnet20_')} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "
             f"{result['accuracy']:.4f} | {measured['mean_flops'] / 1e6:.1f} M | {measured['flops_reduction']:.2f}× | "
@@ -114,6 +145,9 @@ def write_table() -> None:
               "|---|---|---|---|---|---|---|---|\n")
     footer = ("\n\nCalibration runs that were stopped early, with what each showed: "
               + ", ".join(f"`{p.name}`" for p in sorted(RESULTS.glob("decouple_resnet20_calibration_*.md"))) + ".\n")
+    footer += ("\nTop-1 against FLOPs reduction for every row above: `decouple_resnet20_tradeoff.png` "
+               "(grey: the Table 7 ablation rows and earlier settings).\n")
+    draw_tradeoff(points)
     (RESULTS / "decouple_resnet20.md").write_text(header + "\n".join(rows) + footer)
     print((RESULTS / "decouple_resnet20.md").read_text())
 
