@@ -56,7 +56,7 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_results(name: str, results: dict, table: str) -> Path:
+def write_results(name: str, results: dict, table: str, indent: int | None = 2) -> Path:
     """Write ``results/<name>.json`` (with machine, versions, commit, command, time) and ``results/<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -68,6 +68,6 @@ def write_results(name: str, results: dict, table: str) -> Path:
         **results,
     }
     target = RESULTS / f"{name}.json"
-    target.write_text(json.dumps(payload, indent=2) + "\n")
+    target.write_text(json.dumps(payload, indent=indent) + "\n")  # indent None: one line, for large results
     (RESULTS / f"{name}.md").write_text(table.rstrip() + "\n")
     return target

@@ -496,7 +496,7 @@ def stage_report(args) -> None:
     findings = RESULTS / "semantic_findings.md"  # hand-written, included as is
     if findings.exists():
         lines += ["", findings.read_text()]
-    write_results("semantic_resnet", results, "\n".join(lines))
+    write_results("semantic_resnet", results, "\n".join(lines), indent=None)  # per-unit rows of 520 networks: 2.2 MB indented
 
 
 def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
