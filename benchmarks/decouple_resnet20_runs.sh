@@ -24,4 +24,7 @@ python decouple_resnet20.py --epochs 20 --threads 1 --compile --variant ls_mi --
 run --variant ls_mi --name ls_mi_conv1_r065_ramp_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.65 \
     sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true  # R = 0.65
 python static_pruned_resnet20.py --ratio 0.65 --epochs 10 --threads 1 --compile  # static pruning at R = 0.65's FLOPs
+run --variant ls_mi --name ls_mi_conv1_r080_ramp_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.8 \
+    sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true  # R = 0.8
+python static_pruned_resnet20.py --ratio 0.8 --epochs 10 --threads 1 --compile   # static pruning at R = 0.8's FLOPs
 python decouple_resnet20.py --table
