@@ -180,7 +180,7 @@ def stage_sweep(args) -> None:
             images = sum(len(y) for _, y in batches)
             if stored.setdefault("test_images", images) != images:
                 raise SystemExit(f"{target} holds a sweep over {stored['test_images']} test images, not {images}; "
-                                 "pass the same --test-per-class or --force a new sweep by deleting it.")
+                                 "pass the same --test-per-class, or delete that file to start a new sweep.")
             if stored["reference"] is None:
                 start = time.time()
                 reference = full_network_reference(model, units, batches, 10, progress=False)
