@@ -129,7 +129,8 @@ def write_table() -> None:
         dense_flops = result["dense_flops"]
         measured = result.get("reevaluated", result)  # re-estimated BatchNorm statistics, where done
         mark = " †" if "reevaluated" in result else ""
-        kind = "decoupled" if "conv1" in path.stem else "other"  # gates on layer*.conv1: the settings of the main runs
+        main_settings = result.get("variant") in ("ls_mi", "r0") and result["decouple_config"].get("include") == ["layer*.conv1"]
+        kind = "decoupled" if main_settings else "other"  # L_s + L_mi with gates on the blocks' first convs
         points.append((kind, result["epochs"], measured["flops_reduction"], measured["accuracy"]))
         rows.append(
             f"| {path.stem.removeprefix('decouple_resnet20_')} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "

@@ -328,9 +328,6 @@ def stage_report(args) -> None:
     speed = json.loads((CACHE / "speed.json").read_text()) if (CACHE / "speed.json").exists() else {}
     export = json.loads((CACHE / "export.json").read_text()) if (CACHE / "export.json").exists() else {}
     for name in args.models:
-        model = load_model(Path(args.shared), name)
-        unit_names = [unit.name for unit in find_units(model, (3, 32, 32))]
-        entry: dict = {}
         target = sweep_path(name, "post")
         if not target.exists() and name in committed:
             print(f"{name}: no stage cache here; keeping its entry from {committed_path.name}")
@@ -341,6 +338,9 @@ def stage_report(args) -> None:
             results["models"][name] = entry
             lines += markdown_for(name, entry, entry["settings_evaluated"])
             continue
+        model = load_model(Path(args.shared), name)
+        unit_names = [unit.name for unit in find_units(model, (3, 32, 32))]
+        entry: dict = {}
         if not target.exists():
             results["partial"] = True
             results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name}")
