@@ -237,6 +237,43 @@ def test_distillation_term_from_a_frozen_teacher():
     assert "distill" not in DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)[2]
 
 
+def test_path_finetune_trains_the_network_through_frozen_evaluation_gates():
+    _, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.5, path_finetune_epochs=1)
+    with torch.no_grad():  # an input-dependent gate pattern, some filters off
+        for module in decoupled.gate_modules():
+            module.controller.expand.weight.normal_(0, 2.0)
+            module.controller.expand.bias.normal_(0, 1.0)
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10, total_epochs=3)
+    decoupled.train()
+    _, _, terms = objective(decoupled, images, labels, 19)  # epoch 2 of 3: gates still learn
+    assert {"mi", "kl", "sparsity"} <= set(terms) and not decoupled.frozen_paths
+    decoupled.eval()
+    decoupled(images)
+    evaluation_gates = [z.clone() for z in decoupled.last_gates()]
+    assert 0 < torch.cat(evaluation_gates, 1).mean() < 1
+    decoupled.train()
+    for module in decoupled.network.modules():  # the features as evaluation computes them, gates in training mode
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    decoupled.zero_grad()
+    loss, _, terms = objective(decoupled, images, labels, 20)  # the last epoch: frozen paths
+    assert decoupled.frozen_paths and set(terms) == {"ce", "gates_mean"}
+    for z, expected in zip(decoupled.last_gates(), evaluation_gates):  # training mode, yet evaluation's gates
+        assert torch.equal(z, expected)
+    loss.backward()
+    assert all(p.grad is None for p in decoupled.gate_parameters())
+    assert decoupled.network.features[0].weight.grad is not None
+    objective(decoupled, images, labels, 5)  # a step before the phase (resume) lets the gates learn again
+    assert not decoupled.frozen_paths
+
+
+def test_path_finetune_needs_the_run_length():
+    _, decoupled = digits_decoupled(path_finetune_epochs=1)
+    with pytest.raises(ValueError, match="total_epochs"):
+        DecouplingObjective(decoupled, steps_per_epoch=10)
+
+
 def test_bn_scale_bias_order_closes_least_important_filters_first_and_starts_all_on():
     torch.manual_seed(0)
     model = create_model("digits_cnn", 10)
@@ -364,6 +401,11 @@ def test_recalibrate_batchnorm_uses_evaluation_gates_and_restores_modes():
     data = TensorDataset(torch.randn(64, 1, 8, 8), torch.zeros(64, dtype=torch.long))
     recalibrate_batchnorm(decoupled, data, 64, batch_size=64)
     assert decoupled.training and all(m.noisy_gates for m in decoupled.gate_modules())
+    decoupled.set_frozen_paths(True)  # during path fine-tuning the gates stay frozen afterwards
+    recalibrate_batchnorm(decoupled, data, 64, batch_size=64)
+    assert decoupled.frozen_paths and all(m.noisy_gates for m in decoupled.gate_modules())
+    decoupled.set_frozen_paths(False)
+    recalibrate_batchnorm(decoupled, data, 64, batch_size=64)
     first_bn = decoupled.network.features[1]
     expected_mean = decoupled.network.features[0](data.tensors[0]).mean(dim=(0, 2, 3))
     assert torch.allclose(first_bn.running_mean, expected_mean, atol=1e-5)

@@ -28,7 +28,7 @@ def recalibrate_batchnorm(model: DecoupledModel, dataset, num_images: int, *, ba
 
     Images are a fixed random subset of ``dataset`` (chosen with ``seed``), taken through the
     data set's own transform (augmented for a training split, see above); the augmentation draws
-    from the global torch generator, seeded here too. The model's training flag and gate mode are restored.
+    from the global torch generator, seeded here too. The model's training flag and gate modes are restored.
     """
     if num_images <= 0:
         return
@@ -43,12 +43,13 @@ def _recalibrate(model: DecoupledModel, dataset, num_images: int, batch_size: in
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in batchnorms]
-    was_training = model.training
+    was_training, was_frozen = model.training, model.frozen_paths
     for module in batchnorms:
         module.reset_running_stats()
         module.momentum = None  # cumulative average over the batches below
     model.train()
     model.set_noisy_gates(False)
+    model.set_frozen_paths(False)  # the gates' own standardisation statistics are re-estimated too
     try:
         for images, _ in loader:
             model(images.to(device))
@@ -56,4 +57,5 @@ def _recalibrate(model: DecoupledModel, dataset, num_images: int, batch_size: in
         for module, momentum in zip(batchnorms, momenta):
             module.momentum = momentum
         model.set_noisy_gates(True)
+        model.set_frozen_paths(was_frozen)
         model.train(was_training)

@@ -50,6 +50,12 @@ class DecoupleConfig:
             value over this many epochs, along the cubic schedule of gradual pruning (Zhu & Gupta,
             2017): R(t) = R + (1 − R)·(1 − t/T)³. The gates then close a few at a time while the
             network adapts, instead of all at once when λs takes hold; 0 keeps R fixed (the paper).
+        path_finetune_epochs: the last this-many epochs train the network on its evaluation paths
+            (not in the paper): every gate is fixed to 1(g > 0) as evaluation computes it (no
+            noise, running statistics, no gradient), the gate losses are off and the network
+            learns, from the cross-entropy alone, the very computation inference will run. Until
+            then training goes through gates that evaluation does not use (noisy or soft, moving),
+            which static pruning's fine-tuning of a fixed mask does not pay.
         sparsity_on: "noisy" applies L_s to the training gates z (the paper); "evaluation" applies it
             to the noise-free hard gates 1(g > 0) with a straight-through gradient, i.e. to what
             inference will skip (noise alone can satisfy L_s on z while every evaluation gate is on).
@@ -81,6 +87,7 @@ class DecoupleConfig:
     sparsity_form: str = "paper"
     sparsity_warmup_epochs: float = 0.0
     sparsity_ratio_ramp_epochs: float = 0.0
+    path_finetune_epochs: float = 0.0
     sparsity_on: str = "noisy"
     kl_epsilon: float = 1e-6
     kl_detach_response: bool = True
@@ -125,7 +132,8 @@ class DecoupleConfig:
             raise UserInputError(f"sparsity_on must be 'noisy' or 'evaluation', got {self.sparsity_on!r}.")
         if self.sparsity_form not in SPARSITY_FORMS:
             raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
-        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs"):
+        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs",
+                     "path_finetune_epochs"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UserInputError(f"{name} must be >= 0, got {value}.")

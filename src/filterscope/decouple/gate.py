@@ -83,6 +83,16 @@ class ControllingModule(nn.Module):
         pooled = self.standardize(unit_input.mean(dim=(2, 3)))
         return self.expand(F.relu(self.squeeze(pooled)))
 
+    @torch.no_grad()
+    def evaluation_logits(self, unit_input: torch.Tensor) -> torch.Tensor:
+        """g as evaluation computes it (running statistics in the standardisation), whatever the
+        module's training flag, without gradients: the frozen gates of path fine-tuning."""
+        pooled = unit_input.mean(dim=(2, 3))
+        if isinstance(self.standardize, nn.BatchNorm1d):
+            bn = self.standardize
+            pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
+        return self.expand(F.relu(self.squeeze(pooled)))
+
 
 class GatedConv(nn.Module):
     """A conv whose gate is computed from the conv's input before the conv runs."""
@@ -96,11 +106,19 @@ class GatedConv(nn.Module):
         # Gates follow this flag, not ``self.training``, so BatchNorm statistics can be
         # re-estimated with evaluation gates (see recalibrate_batchnorm).
         self.noisy_gates = True
+        # Path fine-tuning: the gates are fixed to what evaluation computes (hard, noise-free, running
+        # statistics) and pass no gradient, in training mode too (see DecoupleConfig.path_finetune_epochs).
+        self.frozen_paths = False
         self.noise_std = noise_std
         self.hard_fraction = hard_fraction
         self.detach_input = detach_input
 
     def forward(self, unit_input: torch.Tensor) -> torch.Tensor:
+        if self.frozen_paths:
+            gate_logits = self.controller.evaluation_logits(unit_input)
+            self.slot.gate_logits = gate_logits
+            self.slot.gates = (gate_logits > 0).to(gate_logits.dtype)
+            return self.conv(unit_input)
         gate_logits = self.controller(unit_input.detach() if self.detach_input else unit_input)
         self.slot.gate_logits = gate_logits
         self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std,

@@ -24,6 +24,7 @@ class DecouplingObjective:
     Args:
         layer_ratios: R^l for every gated layer.
         steps_per_epoch: to turn ``sparsity_warmup_epochs`` into steps.
+        total_epochs: the run's length, to place the last ``path_finetune_epochs`` (None: no such phase).
         use_mi, use_kl, use_sparsity: switch single terms off (the paper's Table 7 ablation).
         teacher: a frozen network whose softened outputs the decoupled one also learns
             (knowledge distillation, Hinton et al., 2015; not in the paper): the term
@@ -31,12 +32,18 @@ class DecouplingObjective:
         distill_weight, distill_temperature: λd and T of that term.
     """
 
-    def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, use_mi: bool = True,
+    def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, total_epochs: int | None = None, use_mi: bool = True,
                  use_kl: bool = True, use_sparsity: bool = True, teacher: nn.Module | None = None,
                  distill_weight: float = 0.0, distill_temperature: float = 4.0):
         self.config = model.config
         self.layer_ratios = layer_ratios_for(model)
         self.steps_per_epoch = max(1, steps_per_epoch)
+        finetune = self.config.path_finetune_epochs
+        if finetune > 0 and total_epochs is None:
+            raise ValueError("path_finetune_epochs needs the run's total_epochs")
+        self.path_finetune_from = (
+            round((total_epochs - finetune) * self.steps_per_epoch) if finetune > 0 else None
+        )
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None and distill_weight > 0 else None
         self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
@@ -57,14 +64,25 @@ class DecouplingObjective:
         remaining = max(0.0, 1.0 - (step + 1) / ramp) ** 3
         return [r + (1.0 - r) * remaining for r in self.layer_ratios]
 
+    def in_path_finetune(self, step: int) -> bool:
+        return self.path_finetune_from is not None and step >= self.path_finetune_from
+
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
-        logits = model(images)
         decoupled = unwrap(model)
+        finetune = self.in_path_finetune(step)
+        if decoupled.frozen_paths != finetune:  # set from the step, so a resumed run lands in the right phase
+            decoupled.set_frozen_paths(finetune)
+        logits = model(images)
         gates = decoupled.last_gates()
         ce = F.cross_entropy(logits, labels)
         terms = {"ce": ce}
         total = ce
         config = self.config
+        if finetune:
+            total = total + self._distillation(images, logits, terms)
+            with torch.no_grad():
+                terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
+            return total, logits, terms
         if self.use_mi:
             gate_side, classifier_side = mutual_information_loss(
                 gates, labels, decoupled.mi_classifiers, config.mi_classifier_full_rate
@@ -86,19 +104,24 @@ class DecouplingObjective:
             terms["sparsity"] = sparsity
             terms["sparsity_target"] = torch.tensor(sum(ratios) / len(ratios))
             total = total + self.sparsity_weight(step) * sparsity
-        if self.teacher is not None:
-            with torch.no_grad():
-                if next(self.teacher.parameters()).device != images.device:
-                    self.teacher.to(images.device)
-                teacher_logits = self.teacher(images)
-            temperature = self.distill_temperature
-            distill = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-                               reduction="batchmean", log_target=True) * temperature**2
-            terms["distill"] = distill
-            total = total + self.distill_weight * distill
+        total = total + self._distillation(images, logits, terms)
         with torch.no_grad():
             terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
         return total, logits, terms
+
+    def _distillation(self, images: torch.Tensor, logits: torch.Tensor, terms: dict) -> torch.Tensor | float:
+        """λd·T²·KL(teacher ‖ student) on softened outputs, recorded in ``terms``; 0 without a teacher."""
+        if self.teacher is None:
+            return 0.0
+        with torch.no_grad():
+            if next(self.teacher.parameters()).device != images.device:
+                self.teacher.to(images.device)
+            teacher_logits = self.teacher(images)
+        temperature = self.distill_temperature
+        distill = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                           reduction="batchmean", log_target=True) * temperature**2
+        terms["distill"] = distill
+        return self.distill_weight * distill
 
 
 def layer_ratios_for(model: DecoupledModel) -> list[float]:

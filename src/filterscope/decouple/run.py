@@ -38,6 +38,8 @@ class DecouplingRunOptions:
         distill_weight: λd of a distillation term from the network as it was before decoupling
             (0: off; see DecouplingObjective).
         distill_temperature: T of that term.
+        teacher_weights: a checkpoint of the same architecture to distil from instead (for example
+            the dense network fine-tuned with the same schedule); None: the starting weights.
     """
 
     use_mi: bool = True
@@ -47,6 +49,7 @@ class DecouplingRunOptions:
     save_paths: bool = True
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
+    teacher_weights: str | None = None
 
 
 def gate_param_groups(model: DecoupledModel, train_config: TrainConfig, decouple_config: DecoupleConfig) -> list[dict]:
@@ -74,11 +77,17 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     torch.manual_seed(train_config.seed)  # the gates' random W1 and the classifiers W_cla come from the seed too
     model = decouple(base, decouple_config, num_classes=num_classes, input_shape=spec.input_shape,
                      model_name=train_config.model)
-    steps_per_epoch = len(train_set) // train_config.batch_size
+    steps_per_epoch = len(train_set) // train_config.batch_size  # as the training loop counts its global step
+    if train_config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train_config.max_steps_per_epoch)
     if options.distill_weight < 0 or options.distill_temperature <= 0:
         raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
-    teacher = base if options.distill_weight > 0 else None  # decouple() copied it; moved to the batch's device on use
-    objective = DecouplingObjective(model, steps_per_epoch, use_mi=options.use_mi, use_kl=options.use_kl,
+    teacher = None
+    if options.distill_weight > 0:  # decouple() copied base; the teacher moves to the batch's device on use
+        teacher = create_model(train_config.model, num_classes, options.teacher_weights) if options.teacher_weights else base
+    elif options.teacher_weights:
+        raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
+    objective = DecouplingObjective(model, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
                                     use_sparsity=options.use_sparsity, teacher=teacher,
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature)
     eval_loader = DataLoader(shard_for_evaluation(eval_set), batch_size=256, shuffle=False)

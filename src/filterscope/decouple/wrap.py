@@ -63,6 +63,16 @@ class DecoupledModel(nn.Module):
         for module in self.gate_modules():
             module.noisy_gates = noisy
 
+    def set_frozen_paths(self, frozen: bool) -> None:
+        """Fix every gate to its evaluation value 1(g > 0), without gradient, in training mode too
+        (True), or let the gates learn (False, default)."""
+        for module in self.gate_modules():
+            module.frozen_paths = frozen
+
+    @property
+    def frozen_paths(self) -> bool:
+        return any(module.frozen_paths for module in self.gate_modules())
+
     def last_gates(self) -> list[torch.Tensor]:
         """z of every gated layer from the last forward pass, each (B, N^l)."""
         return [slot.gates for slot in self.slots]
