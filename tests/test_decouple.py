@@ -96,6 +96,17 @@ def test_sparsity_loss_is_distance_to_target_not_plain_l1():
     assert sparsity_loss(torch.ones(3, 8), ratio=0.0, form="paper").item() == pytest.approx(8.0)
 
 
+def test_batch_sparsity_budget_holds_on_average_not_per_input():
+    uneven = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])  # one input all on, one all off
+    assert sparsity_loss(uneven, ratio=0.5, form="batch").item() == pytest.approx(0.0)
+    assert sparsity_loss(uneven, ratio=0.5, form="mean").item() == pytest.approx(0.5)
+    gates = torch.full((2, 4), 0.75, requires_grad=True)
+    sparsity_loss(gates, ratio=0.5, form="batch").backward()
+    assert torch.allclose(gates.grad, torch.full((2, 4), 1 / 8))
+    with pytest.raises(UserInputError, match="sparsity form"):
+        DecoupleConfig(sparsity_form="per-batch").resolved()
+
+
 # --- decouple(model) --------------------------------------------------------------------------
 
 def digits_decoupled(**config):

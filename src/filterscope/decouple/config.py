@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from ..errors import UserInputError
 from .presets import PRESET_FOR_MODEL, PRESETS
 
-SPARSITY_FORMS = ("paper", "mean")
+SPARSITY_FORMS = ("paper", "mean", "batch")
 GATE_BIAS_ORDERS = ("uniform", "bn_scale")
 
 
@@ -44,7 +44,9 @@ class DecoupleConfig:
         lambda_sparsity: λs, weight of the sparsity loss L_s (Eq. 11).
         sparsity_ratio: R, the target share of active filters; one number, or one per gated layer.
         sparsity_form: "paper" is |‖z‖₁ − R·N| per layer (Eq. 11, grows with the layer width N);
-            "mean" is |mean(z) − R| (the same target, width-independent scale).
+            "mean" is |mean(z) − R| (the same target, width-independent scale); both hold every
+            input to R. "batch" is |mean over the batch of mean(z) − R|: the budget holds on
+            average, so an input may open more filters than another (not in the paper).
         sparsity_warmup_epochs: λs rises linearly from 0 over this many epochs.
         sparsity_ratio_ramp_epochs: the target R^l itself moves from 1 (every filter on) to its final
             value over this many epochs, along the cubic schedule of gradual pruning (Zhu & Gupta,

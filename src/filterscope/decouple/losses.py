@@ -5,8 +5,10 @@
 - L_kl (Eq. 10): Σ_l KL(z^l ‖ y^l), with z^l and y^l (GAP of the unit's ungated output) each
   normalised into a distribution over the layer's filters: p = (z + ε) / Σ(z + ε). The direction
   is z ‖ y: Σ p_z log(p_z / p_y).
-- L_s (Eq. 11): Σ_l | ‖z^l‖₁ − R^l·N^l | (form "paper"), or Σ_l | mean(z^l) − R^l | (form "mean").
-  It is an absolute deviation from a target, not a plain L1 penalty: with R > 0 it also pushes
+- L_s (Eq. 11): Σ_l | ‖z^l‖₁ − R^l·N^l | (form "paper"), or Σ_l | mean(z^l) − R^l | (form "mean"),
+  each per sample and then averaged; or the budget over the batch, Σ_l | mean over samples and
+  filters of z^l − R^l | (form "batch", not in the paper), which lets one input use more filters
+  than another as long as the batch keeps to R. It is an absolute deviation from a target, not a plain L1 penalty: with R > 0 it also pushes
   gates back on when fewer than R·N are open.
 """
 
@@ -47,8 +49,11 @@ def kl_gate_response(gates: torch.Tensor, response: torch.Tensor, epsilon: float
 
 
 def sparsity_loss(gates: torch.Tensor, ratio: float, form: str) -> torch.Tensor:
-    """| ‖z‖₁ − R·N | ("paper") or | mean(z) − R | ("mean"), averaged over the batch."""
+    """| ‖z‖₁ − R·N | ("paper") or | mean(z) − R | ("mean") averaged over the batch, or
+    | mean over the batch of mean(z) − R | ("batch")."""
     width = gates.shape[1]
     if form == "paper":
         return (gates.sum(dim=1) - ratio * width).abs().mean()
+    if form == "batch":
+        return (gates.mean() - ratio).abs()
     return (gates.mean(dim=1) - ratio).abs().mean()
