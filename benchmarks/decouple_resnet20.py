@@ -119,7 +119,7 @@ def write_table() -> None:
         points.append(("dense", baseline["epochs"], 1.0, baseline["test_accuracy"]))
     for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json")):
         static = json.loads(path.read_text())
-        rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g} ({static['epochs']} epochs) | "
+        rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g}{' + distillation' if static.get('teacher') else ''} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
         points.append(("static", static["epochs"], static["flops_reduction"], static["test_accuracy"]))
     dense_flops = None

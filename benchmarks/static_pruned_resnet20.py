@@ -8,6 +8,7 @@ lr 0.02 cosine, crop + flip, seed 0). It tells whether a decoupling run's gap to
 comes from the gates or from fine-tuning a network of that size for 10 epochs.
 
     python benchmarks/static_pruned_resnet20.py [--ratio 0.45] [--epochs 10] [--threads 1] [--compile]
+        [--distill-weight 1 --teacher CHECKPOINT]   # the same distillation the decoupled runs can get
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from common import CHECKPOINTS, write_results
 
 from filterscope.analysis.prune_export import export_pruned
 from filterscope.analysis.semantic_pruning import PruningMask
+from filterscope.distillation import DistillationObjective, Teacher
 from filterscope.engine import count_costs
 from filterscope.evaluate import evaluate_checkpoint
 from filterscope.models import create_model
@@ -50,6 +52,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from --teacher (0: off)")
+    parser.add_argument("--teacher", default=None, help="dense ResNet-20 checkpoint to distil from")
     parser.add_argument("--shared", default=str(shared_dir()))
     args = parser.parse_args()
 
@@ -60,7 +64,9 @@ def main() -> None:
     pruned = export_pruned(dense, mask)
     dense_flops = count_costs(dense, (3, 32, 32)).total_flops
     pruned_flops = count_costs(pruned, (3, 32, 32)).total_flops
-    name = f"static_pruned_resnet20_r{args.ratio:g}"
+    if (args.distill_weight > 0) != (args.teacher is not None):
+        parser.error("--distill-weight > 0 and --teacher go together.")
+    name = f"static_pruned_resnet20_r{args.ratio:g}" + ("_kd" if args.teacher else "")
     config = TrainConfig(
         model="resnet20", data=str(data), weights=None, epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9,
         weight_decay=5e-4, schedule="cosine", seed=0, augment=True, run_dir=str(CHECKPOINTS / name), progress=True,
@@ -68,18 +74,24 @@ def main() -> None:
     )
     before = evaluate_checkpoint("resnet20", str(weights), str(data), split="test", progress=False)["accuracy"]
     start = time.time()
-    result = train(config, model=pruned)
+    if args.teacher:
+        teacher = Teacher(create_model("resnet20", 10, args.teacher), weight=args.distill_weight)
+        result = train(config, model=pruned, objective=DistillationObjective(teacher))
+    else:
+        result = train(config, model=pruned)
     history = [{k: v for k, v in epoch.items() if not isinstance(v, (list, dict))} for epoch in result.history]
     results = {
         "model": "resnet20", "pruned_units": args.pattern, "kept_ratio": args.ratio, "importance": "|BN gamma|",
         "dense_flops": dense_flops, "pruned_flops": pruned_flops, "flops_reduction": dense_flops / pruned_flops,
         "dense_test_accuracy_before": before, "test_accuracy": result.final["accuracy"], "epochs": args.epochs,
         "history": history, "wall_seconds": time.time() - start, "seed": 0,
+        "distill_weight": args.distill_weight, "teacher": args.teacher,
     }
     rows = "\n".join(f"| {e['epoch']} | {e['train_accuracy']:.4f} | {e['test_accuracy']:.4f} |" for e in history)
     table = (f"# Static pruning of ResNet-20 at {dense_flops / pruned_flops:.2f}× fewer FLOPs, {args.epochs} epochs of fine-tuning\n\n"
              f"Kept the {args.ratio:g} largest-|γ| filters of `{args.pattern}` and removed the rest physically: "
-             f"{dense_flops / 1e6:.1f} M → {pruned_flops / 1e6:.1f} M FLOPs. Final test top-1 **{result.final['accuracy']:.4f}**.\n\n"
+             f"{dense_flops / 1e6:.1f} M → {pruned_flops / 1e6:.1f} M FLOPs"
+             f"{f', distillation (λd {args.distill_weight:g}) from `{args.teacher}`' if args.teacher else ''}. Final test top-1 **{result.final['accuracy']:.4f}**.\n\n"
              f"| epoch | train top-1 | test top-1 |\n|---|---|---|\n{rows}\n")
     print(write_results(name, results, table))
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distillation import Teacher
 from .losses import kl_gate_response, mutual_information_loss, sparsity_loss
 from .wrap import DecoupledModel
 
@@ -45,8 +46,7 @@ class DecouplingObjective:
             round((total_epochs - finetune) * self.steps_per_epoch) if finetune > 0 else None
         )
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
-        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None and distill_weight > 0 else None
-        self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
+        self.teacher = Teacher(teacher, distill_weight, distill_temperature) if teacher is not None and distill_weight > 0 else None
         for slot in model.slots:  # responses cost a pass per layer; only L_kl reads them
             slot.record_response = use_kl
             slot.response_gradient = not self.config.kl_detach_response
@@ -110,18 +110,11 @@ class DecouplingObjective:
         return total, logits, terms
 
     def _distillation(self, images: torch.Tensor, logits: torch.Tensor, terms: dict) -> torch.Tensor | float:
-        """λd·T²·KL(teacher ‖ student) on softened outputs, recorded in ``terms``; 0 without a teacher."""
+        """λd·(distillation term), recorded in ``terms``; 0 without a teacher."""
         if self.teacher is None:
             return 0.0
-        with torch.no_grad():
-            if next(self.teacher.parameters()).device != images.device:
-                self.teacher.to(images.device)
-            teacher_logits = self.teacher(images)
-        temperature = self.distill_temperature
-        distill = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-                           reduction="batchmean", log_target=True) * temperature**2
-        terms["distill"] = distill
-        return self.distill_weight * distill
+        terms["distill"] = self.teacher.loss(images, logits)
+        return self.teacher.weight * terms["distill"]
 
 
 def layer_ratios_for(model: DecoupledModel) -> list[float]:

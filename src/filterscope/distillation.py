@@ -1,0 +1,51 @@
+"""Knowledge distillation (Hinton et al., 2015): a network also learns a frozen teacher's softened outputs.
+
+Used by decoupled training (``DecouplingObjective``) and by any plain training run (``DistillationObjective``,
+e.g. fine-tuning a statically pruned network), so that both sides of a comparison can get the same teacher.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Teacher:
+    """A frozen network whose outputs at temperature T a student learns: λd·T²·KL(teacher ‖ student).
+
+    Args:
+        network: the teacher; put in evaluation mode with gradients off (the caller's module is
+            used as is, so pass a copy if it must stay trainable). Moved to the batch's device on use.
+        weight: λd.
+        temperature: T.
+    """
+
+    def __init__(self, network: nn.Module, weight: float = 1.0, temperature: float = 4.0):
+        if weight <= 0 or temperature <= 0:
+            raise ValueError("distillation weight and temperature must be > 0")
+        self.network = network.eval().requires_grad_(False)
+        self.weight, self.temperature = weight, temperature
+
+    def loss(self, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+        """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch (not yet multiplied by λd)."""
+        with torch.no_grad():
+            if next(self.network.parameters()).device != images.device:
+                self.network.to(images.device)
+            teacher_logits = self.network(images)
+        temperature = self.temperature
+        return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                        reduction="batchmean", log_target=True) * temperature**2
+
+
+class DistillationObjective:
+    """(model, images, labels, step) → (CE + λd·distillation, logits, terms) for :func:`filterscope.train.train`."""
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
+        logits = model(images)
+        ce = F.cross_entropy(logits, labels)
+        distill = self.teacher.loss(images, logits)
+        return ce + self.teacher.weight * distill, logits, {"ce": ce, "distill": distill}
