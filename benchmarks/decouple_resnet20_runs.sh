@@ -27,4 +27,19 @@ python static_pruned_resnet20.py --ratio 0.65 --epochs 10 --threads 1 --compile 
 run --variant ls_mi --name ls_mi_conv1_r080_ramp_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.8 \
     sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true  # R = 0.8
 python static_pruned_resnet20.py --ratio 0.8 --epochs 10 --threads 1 --compile   # static pruning at R = 0.8's FLOPs
+# Beyond the paper, the same main settings plus:
+python decouple_resnet20.py --epochs 10 --threads 1 --compile --variant ls_mi --name ls_mi_conv12_r058_ramp_bnbias_detach \
+    --set "include=[layer*.conv1,layer*.conv2]" sparsity_ratio=0.58 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true                                  # gates on both convs of a block
+run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3  # path fine-tuning, last 3 epochs
+python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoints/teacher_resnet20_10ep  # dense repeat = teacher
+    # (its results JSON is kept as results/baseline_resnet20_cifar10jpeg_teacher.json)
+TEACHER=(--distill-weight 1.0 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt)
+run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_kd "${TEACHER[@]}" "${MAIN[@]}" path_finetune_epochs=3  # + distillation
+python decouple_resnet20.py --epochs 20 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_20ep \
+    --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=8 gate_lr_scale=3 \
+    gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=4                           # 20 epochs + path fine-tuning
+run --variant ls_mi --name ls_mi_conv1_r045_batchbudget_ramp_bnbias_detach_pf3 "${MAIN[@]}" sparsity_form=batch \
+    path_finetune_epochs=3                                                                             # budget over the batch
+run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_seed1 --seed 1 "${MAIN[@]}" path_finetune_epochs=3  # repeat
 python decouple_resnet20.py --table
