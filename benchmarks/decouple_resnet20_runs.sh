@@ -42,4 +42,7 @@ python decouple_resnet20.py --epochs 20 --threads 1 --compile --variant ls_mi --
 run --variant ls_mi --name ls_mi_conv1_r045_batchbudget_ramp_bnbias_detach_pf3 "${MAIN[@]}" sparsity_form=batch \
     path_finetune_epochs=3                                                                             # budget over the batch
 run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_seed1 --seed 1 "${MAIN[@]}" path_finetune_epochs=3  # repeat
+run --variant ls_mi --name ls_mi_conv1_r065_ramp_bnbias_detach_pf3 --set "include=[layer*.conv1]" sparsity_ratio=0.65 \
+    sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true \
+    path_finetune_epochs=3                                                                             # R = 0.65 + path fine-tuning
 python decouple_resnet20.py --table
