@@ -45,4 +45,5 @@ run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_seed1 --seed 
 run --variant ls_mi --name ls_mi_conv1_r065_ramp_bnbias_detach_pf3 --set "include=[layer*.conv1]" sparsity_ratio=0.65 \
     sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true \
     path_finetune_epochs=3                                                                             # R = 0.65 + path fine-tuning
+python static_pruned_resnet20.py --ratio 0.45 --epochs 10 --threads 1 --compile "${TEACHER[@]}"   # static pruning + the same distillation
 python decouple_resnet20.py --table
