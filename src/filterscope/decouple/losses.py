@@ -8,8 +8,8 @@
 - L_s (Eq. 11): Σ_l | ‖z^l‖₁ − R^l·N^l | (form "paper"), or Σ_l | mean(z^l) − R^l | (form "mean"),
   each per sample and then averaged; or the budget over the batch, Σ_l | mean over samples and
   filters of z^l − R^l | (form "batch", not in the paper), which lets one input use more filters
-  than another as long as the batch keeps to R. It is an absolute deviation from a target, not a plain L1 penalty: with R > 0 it also pushes
-  gates back on when fewer than R·N are open.
+  than another as long as the batch keeps to R. It is an absolute deviation from a target, not a
+  plain L1 penalty: with R > 0 it also pushes gates back on when fewer than R·N are open.
 """
 
 from __future__ import annotations

@@ -77,12 +77,18 @@ class DecouplingObjective:
         ce = F.cross_entropy(logits, labels)
         terms = {"ce": ce}
         total = ce
+        if not finetune:  # frozen paths: the cross-entropy (and distillation) alone
+            total = total + self._gate_losses(decoupled, gates, labels, step, terms)
+        total = total + self._distillation(images, logits, terms)
+        with torch.no_grad():
+            terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
+        return total, logits, terms
+
+    def _gate_losses(self, decoupled: DecoupledModel, gates: list[torch.Tensor], labels: torch.Tensor, step: int,
+                     terms: dict) -> torch.Tensor | float:
+        """λm·L_mi (+ the classifiers' own term) + λk·L_kl + λs·L_s, each recorded in ``terms``."""
         config = self.config
-        if finetune:
-            total = total + self._distillation(images, logits, terms)
-            with torch.no_grad():
-                terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
-            return total, logits, terms
+        total = 0.0
         if self.use_mi:
             gate_side, classifier_side = mutual_information_loss(
                 gates, labels, decoupled.mi_classifiers, config.mi_classifier_full_rate
@@ -104,10 +110,7 @@ class DecouplingObjective:
             terms["sparsity"] = sparsity
             terms["sparsity_target"] = torch.tensor(sum(ratios) / len(ratios))
             total = total + self.sparsity_weight(step) * sparsity
-        total = total + self._distillation(images, logits, terms)
-        with torch.no_grad():
-            terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
-        return total, logits, terms
+        return total
 
     def _distillation(self, images: torch.Tensor, logits: torch.Tensor, terms: dict) -> torch.Tensor | float:
         """λd·(distillation term), recorded in ``terms``; 0 without a teacher."""
