@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
+    parser.add_argument("--name", default=None,
+                        help="suffix of the results file, so a repeat keeps the reference's results (e.g. teacher)")
     args = parser.parse_args()
 
     suffix = "" if args.epochs == 10 else f"_{args.epochs}ep"
@@ -81,7 +83,7 @@ def main() -> None:
         f"{final['accuracy']:.4f}. Wall time {wall / 60:.1f} min.\n\n"
         "| epoch | train top-1 | test top-1 | seconds |\n|---|---|---|---|\n" + rows
     )
-    print(write_results(f"baseline_resnet20_cifar10jpeg{suffix}", results, table))
+    print(write_results(f"baseline_resnet20_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table))
 
 
 if __name__ == "__main__":

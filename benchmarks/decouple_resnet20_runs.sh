@@ -32,8 +32,7 @@ python decouple_resnet20.py --epochs 10 --threads 1 --compile --variant ls_mi --
     --set "include=[layer*.conv1,layer*.conv2]" sparsity_ratio=0.58 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true                                  # gates on both convs of a block
 run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3  # path fine-tuning, last 3 epochs
-python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoints/teacher_resnet20_10ep  # dense repeat = teacher
-    # (its results JSON is kept as results/baseline_resnet20_cifar10jpeg_teacher.json)
+python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoints/teacher_resnet20_10ep --name teacher  # dense repeat = teacher
 TEACHER=(--distill-weight 1.0 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt)
 run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_kd "${TEACHER[@]}" "${MAIN[@]}" path_finetune_epochs=3  # + distillation
 python decouple_resnet20.py --epochs 20 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_20ep \
