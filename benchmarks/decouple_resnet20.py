@@ -83,7 +83,7 @@ def run_variant(args) -> None:
     print(write_results(f"decouple_resnet20_{name}", summary, table))
 
 
-def draw_tradeoff(points: list[tuple[str, int, float, float]]) -> Path:
+def draw_tradeoff(points: list[tuple[str, int | str, float, float]]) -> Path:
     """Top-1 against FLOPs reduction, one marker per kind of run and a label with its epochs."""
     from filterscope.report.figures import plt, save_figure
 
@@ -101,7 +101,7 @@ def draw_tradeoff(points: list[tuple[str, int, float, float]]) -> Path:
             continue
         axis.scatter([c[0] for c in chosen], [c[1] for c in chosen], color=color, marker=marker, label=label, zorder=3)
         for reduction, top1, epochs in chosen if kind != "other" else []:
-            axis.annotate(f"{epochs} ep", (reduction, top1), fontsize=7, xytext=(4, -3), textcoords="offset points")
+            axis.annotate(epochs if isinstance(epochs, str) else f"{epochs} ep", (reduction, top1), fontsize=7, xytext=(4, -3), textcoords="offset points")
     best_dense = max((top1 for k, _, _, top1 in points if k == "dense"), default=None)
     if best_dense is not None:
         axis.axhline(best_dense - 0.01, color="k", linestyle=":", linewidth=1, label="1 point below the best dense run")
@@ -158,7 +158,8 @@ def write_table() -> None:
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g}{' + distillation' if static.get('teacher') else ''} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
-        points.append(("static", static["epochs"], static["flops_reduction"], static["test_accuracy"]))
+        label = f"{static['epochs']} ep" + (" + distillation" if static.get("teacher") else "")
+        points.append(("static", label, static["flops_reduction"], static["test_accuracy"]))
     static_2x = next(((static["flops_reduction"], static["test_accuracy"]) for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json"))
                       if (static := json.loads(path.read_text()))["epochs"] == 10 and 2.05 < static["flops_reduction"] < 2.3
                       and not static.get("teacher")), None)
