@@ -83,8 +83,8 @@ def run_variant(args) -> None:
     print(write_results(f"decouple_resnet20_{name}", summary, table))
 
 
-def draw_tradeoff(points: list[tuple[str, int | str, float, float]]) -> Path:
-    """Top-1 against FLOPs reduction, one marker per kind of run and a label with its epochs."""
+def draw_tradeoff(points: list[tuple[str, str, float, float]]) -> Path:
+    """Top-1 against FLOPs reduction: (kind, label, FLOPs reduction, top-1) points, one marker per kind."""
     from filterscope.report.figures import plt, save_figure
 
     figure, axis = plt.subplots(figsize=(6.4, 5.4))
@@ -96,12 +96,12 @@ def draw_tradeoff(points: list[tuple[str, int | str, float, float]]) -> Path:
     hidden = [p for p in points if p[3] < floor]
     points = [p for p in points if p[3] >= floor]
     for kind, (color, marker, label) in markers.items():
-        chosen = [(reduction, top1, epochs) for k, epochs, reduction, top1 in points if k == kind]
+        chosen = [(reduction, top1, label) for k, label, reduction, top1 in points if k == kind]
         if not chosen:
             continue
         axis.scatter([c[0] for c in chosen], [c[1] for c in chosen], color=color, marker=marker, label=label, zorder=3)
-        for reduction, top1, epochs in chosen if kind != "other" else []:
-            axis.annotate(epochs if isinstance(epochs, str) else f"{epochs} ep", (reduction, top1), fontsize=7, xytext=(4, -3), textcoords="offset points")
+        for reduction, top1, label in chosen if kind != "other" else []:
+            axis.annotate(label, (reduction, top1), fontsize=7, xytext=(4, -3), textcoords="offset points")
     best_dense = max((top1 for k, _, _, top1 in points if k == "dense"), default=None)
     if best_dense is not None:
         axis.axhline(best_dense - 0.01, color="k", linestyle=":", linewidth=1, label="1 point below the best dense run")
@@ -148,21 +148,21 @@ def draw_dynamic_share(runs: list[tuple[str, float, float]], static: tuple[float
 
 def write_table() -> None:
     rows = []
-    points = []  # (kind, epochs, FLOPs reduction, top-1) for the figure
+    points = []  # (kind, label, FLOPs reduction, top-1) for the figure
+    static_2x = None
     for path in sorted(RESULTS.glob("baseline_resnet20_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
         kind = "dense reference, repeat (distillation teacher)" if "teacher" in path.stem else "dense reference"
         rows.append(f"| {kind} ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
-        points.append(("dense", baseline["epochs"], 1.0, baseline["test_accuracy"]))
+        points.append(("dense", f"{baseline['epochs']} ep", 1.0, baseline["test_accuracy"]))
     for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json")):
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g}{' + distillation' if static.get('teacher') else ''} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
         label = f"{static['epochs']} ep" + (" + distillation" if static.get("teacher") else "")
         points.append(("static", label, static["flops_reduction"], static["test_accuracy"]))
-    static_2x = next(((static["flops_reduction"], static["test_accuracy"]) for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json"))
-                      if (static := json.loads(path.read_text()))["epochs"] == 10 and 2.05 < static["flops_reduction"] < 2.3
-                      and not static.get("teacher")), None)
+        if static["epochs"] == 10 and 2.05 < static["flops_reduction"] < 2.3 and not static.get("teacher"):
+            static_2x = (static["flops_reduction"], static["test_accuracy"])  # the reference line of the second figure
     near_2x = []  # (name, dynamic share, top-1) of the 10-epoch runs near 2×, for the second figure
     dense_flops = None
     for path in sorted(RESULTS.glob("decouple_resnet20_*.json")):
@@ -177,7 +177,7 @@ def write_table() -> None:
                          and config.get("sparsity_form") == COMMON["sparsity_form"] and not result["options"].get("distill_weight"))
         # L_s + L_mi with gates on the blocks' first convs, per-input budget, no distillation
         kind = ("decoupled_pf" if config.get("path_finetune_epochs") else "decoupled") if main_settings else "other"
-        points.append((kind, result["epochs"], measured["flops_reduction"], measured["accuracy"]))
+        points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
         if result["epochs"] == 10 and 2.05 < measured["flops_reduction"] < 2.3:
             near_2x.append((path.stem.removeprefix("decouple_resnet20_"), measured["dynamic_fraction"], measured["accuracy"]))
         rows.append(
