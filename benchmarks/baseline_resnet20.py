@@ -11,6 +11,9 @@ baseline_resnet20_cifar10jpeg_<N>ep, the reference for decoupled runs of N epoch
 benchmarks/checkpoints/baseline_resnet20/checkpoints/last.pt (kept out of git); its sha256 is recorded,
 and re-running this script regenerates it (same seed, same schedule; bit-identical on the same
 machine and torch build).
+
+--model resnet56 does the same for the shared ResNet-56 (results/baseline_resnet56_cifar10jpeg*, checkpoints under
+benchmarks/checkpoints/baseline_resnet56*).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import CHECKPOINTS, sha256, write_results
+from common import CHECKPOINTS, WEIGHTS, sha256, write_results
 
 from filterscope.evaluate import evaluate_checkpoint
 from filterscope.paths import shared_dir
@@ -28,10 +31,11 @@ from filterscope.train import TrainConfig, train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(WEIGHTS), default="resnet20", help="shared checkpoint to start from")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--shared", default=str(shared_dir()))
-    parser.add_argument("--run-dir", default=None, help="default: checkpoints/baseline_resnet20[_<N>ep]")
+    parser.add_argument("--run-dir", default=None, help="default: checkpoints/baseline_<model>[_<N>ep]")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
@@ -40,13 +44,13 @@ def main() -> None:
     args = parser.parse_args()
 
     suffix = "" if args.epochs == 10 else f"_{args.epochs}ep"
-    run_dir = args.run_dir or str(CHECKPOINTS / f"baseline_resnet20{suffix}")
+    run_dir = args.run_dir or str(CHECKPOINTS / f"baseline_{args.model}{suffix}")
     shared = Path(args.shared)
     data = shared / "data" / "cifar10-jpeg.zip"
-    weights = shared / "models" / "resnet20-12fca82f.th"
-    before = evaluate_checkpoint("resnet20", str(weights), str(data), split="test", progress=False)
+    weights = shared / "models" / WEIGHTS[args.model]
+    before = evaluate_checkpoint(args.model, str(weights), str(data), split="test", progress=False)
     config = TrainConfig(
-        model="resnet20", data=str(data), weights=str(weights), epochs=args.epochs, batch_size=128,
+        model=args.model, data=str(data), weights=str(weights), epochs=args.epochs, batch_size=128,
         lr=args.lr, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0, augment=True,
         run_dir=run_dir, resume=args.resume, progress=True, threads=args.threads, compile=args.compile,
     )
@@ -56,7 +60,7 @@ def main() -> None:
     checkpoint = Path(result.run_dir) / "checkpoints" / "last.pt"
     final = result.final
     results = {
-        "model": "resnet20",
+        "model": args.model,
         "data": "cifar10-jpeg.zip",
         "start_checkpoint": weights.name,
         "test_accuracy_before": before["accuracy"],
@@ -72,18 +76,18 @@ def main() -> None:
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256(checkpoint),
         "compiled": args.compile,
-        "regenerate": f"python benchmarks/baseline_resnet20.py --epochs {args.epochs}" + (" --compile" if args.compile else ""),
+        "regenerate": f"python benchmarks/baseline_resnet20.py --model {args.model} --epochs {args.epochs}" + (" --compile" if args.compile else ""),
     }
     rows = "\n".join(
         f"| {h['epoch']} | {h['train_accuracy']:.4f} | {h['test_accuracy']:.4f} | {h['epoch_seconds']:.0f} |" for h in result.history
     )
     table = (
-        "# Dense reference: ResNet-20 fine-tuned on CIFAR-10 JPEG\n\n"
+        f"# Dense reference: {args.model} fine-tuned on CIFAR-10 JPEG\n\n"
         f"Start (shared checkpoint) test top-1: {before['accuracy']:.4f}; after {args.epochs} epochs: "
         f"{final['accuracy']:.4f}. Wall time {wall / 60:.1f} min.\n\n"
         "| epoch | train top-1 | test top-1 | seconds |\n|---|---|---|---|\n" + rows
     )
-    print(write_results(f"baseline_resnet20_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table))
+    print(write_results(f"baseline_{args.model}_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ FLOPs and filter states are measured with evaluation (hard, noise-free) gates on
     python benchmarks/decouple_resnet20.py --variant r05 [--epochs 10]   # one run → results/decouple_resnet20_r05.json
     python benchmarks/decouple_resnet20.py --table                       # all runs → results/decouple_resnet20.md
 
+The same on the shared ResNet-56: --model resnet56 (results/decouple_resnet56_*.json, --table --model resnet56),
+against baseline_resnet20.py --model resnet56 and static_pruned_resnet20.py --model resnet56 (the file names
+stay as the runs recorded in results/ called them).
+
 Variants (see VARIANTS): r0 and r05 are the main comparison (R = 0 and R = 0.5); gates_only, ls,
 ls_kl, ls_mi and all form the Table 7 ablation.
 """
@@ -21,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from common import CHECKPOINTS, RESULTS, write_results
+from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
 
 from filterscope.decouple import DecoupleConfig
 from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
@@ -45,6 +49,7 @@ COMMON = dict(
     gate_lr_scale=10.0, gate_bias_init=2.0, gate_noise_std=0.0, semhash_hard_fraction=1.0,
     sparsity_warmup_epochs=1.0,
 )
+MODEL_TITLES = {"resnet20": "ResNet-20", "resnet56": "ResNet-56"}
 VARIANTS = {
     "r0": dict(config=dict(sparsity_ratio=0.0, lambda_sparsity=4.0), options={}),
     "r05": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options={}),
@@ -63,11 +68,11 @@ def run_variant(args) -> None:
     for override in args.set or []:
         key, value = override.split("=", 1)
         config_values[key] = yaml.safe_load(value)  # numbers, strings and lists such as include=[layer*.conv1]
-    name = args.name or args.variant
+    name = f"{args.model}_{args.name or args.variant}"
     train_config = TrainConfig(
-        model="resnet20", data=str(shared / "data" / "cifar10-jpeg.zip"), weights=str(shared / "models" / "resnet20-12fca82f.th"),
+        model=args.model, data=str(shared / "data" / "cifar10-jpeg.zip"), weights=str(shared / "models" / WEIGHTS[args.model]),
         epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=args.seed,
-        augment=True, run_dir=str(CHECKPOINTS / f"decouple_resnet20_{name}"), resume=args.resume,
+        augment=True, run_dir=str(CHECKPOINTS / f"decouple_{name}"), resume=args.resume,
         max_steps_per_epoch=args.max_steps, threads=args.threads, compile=args.compile,
     )
     decouple_config = DecoupleConfig(**config_values)
@@ -78,12 +83,12 @@ def run_variant(args) -> None:
     summary["wall_seconds"] = time.time() - start
     summary["train_config"] = asdict(train_config)
     summary["variant"] = args.variant
-    table = (f"# decouple_resnet20 {name}\n\ntop-1 {summary['accuracy']:.4f}, FLOPs reduction {summary['flops_reduction']:.2f}×, "
+    table = (f"# decouple {name}\n\ntop-1 {summary['accuracy']:.4f}, FLOPs reduction {summary['flops_reduction']:.2f}×, "
              f"energetic {summary['energetic_fraction']:.3f}, silent {summary['silent_fraction']:.3f}, dynamic {summary['dynamic_fraction']:.3f}\n")
-    print(write_results(f"decouple_resnet20_{name}", summary, table))
+    print(write_results(f"decouple_{name}", summary, table))
 
 
-def draw_tradeoff(points: list[tuple[str, str, float, float]]) -> Path:
+def draw_tradeoff(model: str, points: list[tuple[str, str, float, float]]) -> Path:
     """Top-1 against FLOPs reduction: (kind, label, FLOPs reduction, top-1) points, one marker per kind."""
     from filterscope.report.figures import plt, save_figure
 
@@ -107,13 +112,13 @@ def draw_tradeoff(points: list[tuple[str, str, float, float]]) -> Path:
         axis.axhline(best_dense - 0.01, color="k", linestyle=":", linewidth=1, label="1 point below the best dense run")
     axis.set_xlabel("FLOPs reduction (dense / mean FLOPs per image)")
     axis.set_ylabel("test top-1 (CIFAR-10 JPEG)")
-    title = "ResNet-20 from the shared checkpoint: accuracy against FLOPs"
+    title = f"{MODEL_TITLES[model]} from the shared checkpoint: accuracy against FLOPs"
     if hidden:
-        title += f"\n({len(hidden)} runs below top-1 {floor:.2f} not shown; all are in decouple_resnet20.md)"
+        title += f"\n({len(hidden)} runs below top-1 {floor:.2f} not shown; all are in decouple_{model}.md)"
     axis.set_title(title, fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
-    return save_figure(figure, RESULTS / "decouple_resnet20_tradeoff.png")
+    return save_figure(figure, RESULTS / f"decouple_{model}_tradeoff.png")
 
 
 def spearman(runs: list[tuple[str, float, float]]) -> float:
@@ -123,7 +128,7 @@ def spearman(runs: list[tuple[str, float, float]]) -> float:
     return float(spearmanr([d for _, d, _ in runs], [a for _, _, a in runs]).statistic) if len(runs) > 2 else float("nan")
 
 
-def draw_dynamic_share(runs: list[tuple[str, float, float]], static: tuple[float, float] | None) -> Path:
+def draw_dynamic_share(model: str, runs: list[tuple[str, float, float]], static: tuple[float, float] | None) -> Path:
     """Top-1 against the share of dynamic filters for the 10-epoch runs near the 2× point."""
     from filterscope.report.figures import plt, save_figure
 
@@ -140,22 +145,22 @@ def draw_dynamic_share(runs: list[tuple[str, float, float]], static: tuple[float
         axis.legend(fontsize=8, loc="upper right")
     axis.set_xlabel("% dynamic filters (evaluation gates, test split)")
     axis.set_ylabel("test top-1 (CIFAR-10 JPEG)")
-    axis.set_title("Decoupled ResNet-20, 10 epochs, 2.05–2.3× fewer FLOPs: accuracy against input-dependence\n"
+    axis.set_title(f"Decoupled {MODEL_TITLES[model]}, 10 epochs, 2.05–2.3× fewer FLOPs: accuracy against input-dependence\n"
                    "(runs of different settings: a correlation across the variants tried, not a controlled sweep)", fontsize=8)
     axis.grid(alpha=0.3)
-    return save_figure(figure, RESULTS / "decouple_resnet20_dynamic.png")
+    return save_figure(figure, RESULTS / f"decouple_{model}_dynamic.png")
 
 
-def write_table() -> None:
+def write_table(model: str) -> None:
     rows = []
     points = []  # (kind, label, FLOPs reduction, top-1) for the figure
     static_2x = None
-    for path in sorted(RESULTS.glob("baseline_resnet20_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
+    for path in sorted(RESULTS.glob(f"baseline_{model}_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
         kind = "dense reference, repeat (distillation teacher)" if "teacher" in path.stem else "dense reference"
         rows.append(f"| {kind} ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
         points.append(("dense", f"{baseline['epochs']} ep", 1.0, baseline["test_accuracy"]))
-    for path in sorted(RESULTS.glob("static_pruned_resnet20_*.json")):
+    for path in sorted(RESULTS.glob(f"static_pruned_{model}_*.json")):
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g}{' + distillation' if static.get('teacher') else ''} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
@@ -165,7 +170,7 @@ def write_table() -> None:
             static_2x = (static["flops_reduction"], static["test_accuracy"])  # the reference line of the second figure
     near_2x = []  # (name, dynamic share, top-1) of the 10-epoch runs near 2×, for the second figure
     dense_flops = None
-    for path in sorted(RESULTS.glob("decouple_resnet20_*.json")):
+    for path in sorted(RESULTS.glob(f"decouple_{model}_*.json")):
         result = json.loads(path.read_text())
         if "dense_flops" not in result:  # aborted calibration runs have their own tables
             continue
@@ -179,34 +184,37 @@ def write_table() -> None:
         kind = ("decoupled_pf" if config.get("path_finetune_epochs") else "decoupled") if main_settings else "other"
         points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
         if result["epochs"] == 10 and 2.05 < measured["flops_reduction"] < 2.3:
-            near_2x.append((path.stem.removeprefix("decouple_resnet20_"), measured["dynamic_fraction"], measured["accuracy"]))
+            near_2x.append((path.stem.removeprefix(f"decouple_{model}_"), measured["dynamic_fraction"], measured["accuracy"]))
         rows.append(
-            f"| {path.stem.removeprefix('decouple_resnet20_')} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "
+            f"| {path.stem.removeprefix(f'decouple_{model}_')} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "
             f"{result['accuracy']:.4f} | {measured['mean_flops'] / 1e6:.1f} M | {measured['flops_reduction']:.2f}× | "
             f"{100 * measured['energetic_fraction']:.1f} | {100 * measured['silent_fraction']:.1f} | {100 * measured['dynamic_fraction']:.1f} |"
         )
-    header = ("# Decoupled ResNet-20, CIFAR-10 JPEG test split (evaluation gates)\n\n"
+    header = (f"# Decoupled {MODEL_TITLES[model]}, CIFAR-10 JPEG test split (evaluation gates)\n\n"
               f"Dense FLOPs per image: {dense_flops / 1e6 if dense_flops else float('nan'):.1f} M (FlopCounterMode convention, 2 per MAC). "
               "Runs and their settings: `decouple_resnet20_runs.sh` and each run's JSON. † re-evaluated by "
               "`decouple_reevaluate.py` with BatchNorm statistics re-estimated through the training transform (as runs now do); "
               "the next column is what the run measured itself with statistics from un-augmented images.\n\n"
               "| run | top-1 | top-1 as run measured | mean FLOPs/image | FLOPs reduction | % energetic | % silent | % dynamic |\n"
               "|---|---|---|---|---|---|---|---|\n")
+    calibrations = sorted(RESULTS.glob(f"decouple_{model}_calibration_*.md"))
     footer = ("\n\nCalibration runs that were stopped early, with what each showed: "
-              + ", ".join(f"`{p.name}`" for p in sorted(RESULTS.glob("decouple_resnet20_calibration_*.md"))) + ".\n")
-    footer += ("\nTop-1 against FLOPs reduction for every row above: `decouple_resnet20_tradeoff.png` "
+              + ", ".join(f"`{p.name}`" for p in calibrations) + ".\n") if calibrations else "\n"
+    footer += (f"\nTop-1 against FLOPs reduction for every row above: `decouple_{model}_tradeoff.png` "
                "(grey: the Table 7 ablation rows, earlier settings and the other variants beyond the paper).\n")
-    draw_tradeoff(points)
-    draw_dynamic_share(near_2x, static_2x)
-    footer += ("\nTop-1 against the share of dynamic filters for the 10-epoch runs at 2.05–2.3×: `decouple_resnet20_dynamic.png`; "
-               f"Spearman rank correlation over those {len(near_2x)} runs (different settings, not a controlled sweep): "
-               f"{spearman(near_2x):+.2f}.\n")
-    (RESULTS / "decouple_resnet20.md").write_text(header + "\n".join(rows) + footer)
-    print((RESULTS / "decouple_resnet20.md").read_text())
+    draw_tradeoff(model, points)
+    if len(near_2x) > 2:  # a correlation needs a few runs
+        draw_dynamic_share(model, near_2x, static_2x)
+        footer += (f"\nTop-1 against the share of dynamic filters for the 10-epoch runs at 2.05–2.3×: `decouple_{model}_dynamic.png`; "
+                   f"Spearman rank correlation over those {len(near_2x)} runs (different settings, not a controlled sweep): "
+                   f"{spearman(near_2x):+.2f}.\n")
+    (RESULTS / f"decouple_{model}.md").write_text(header + "\n".join(rows) + footer)
+    print((RESULTS / f"decouple_{model}.md").read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(WEIGHTS), default="resnet20", help="shared checkpoint to start from")
     parser.add_argument("--variant", choices=sorted(VARIANTS))
     parser.add_argument("--name", help="results name (default: the variant)")
     parser.add_argument("--set", nargs="*", help="override DecoupleConfig fields, e.g. lambda_sparsity=3")
@@ -223,7 +231,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     if args.table:
-        write_table()
+        write_table(args.model)
     else:
         run_variant(args)
 

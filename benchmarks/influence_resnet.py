@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common import CHECKPOINTS, RESULTS, write_results
+from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
 
 from filterscope.analysis.influence import find_final_linear
 from filterscope.data import load_dataset
@@ -33,7 +33,6 @@ from filterscope.models import create_model, model_spec
 from filterscope.paths import shared_dir
 
 CACHE = CHECKPOINTS / "influence_cache"
-WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 K = 5
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common import CHECKPOINTS, RESULTS, write_results
+from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
 
 from filterscope import find_units
 from filterscope.analysis.semantic_pruning import (
@@ -48,7 +48,6 @@ from filterscope.models import create_model, model_spec
 from filterscope.paths import shared_dir
 
 CACHE = CHECKPOINTS / "semantic_cache"
-WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -1,13 +1,13 @@
 """Static pruning at the decoupled network's FLOPs: what the same 10-epoch budget gives without gates.
 
 Keeps the round(R·N) filters with the largest |BatchNorm γ| (network slimming's importance) in the
-first conv of every residual block of the shared ResNet-20 — the units the decoupling runs gate —
+first conv of every residual block of a shared ResNet (20 or 56) — the units the decoupling runs gate —
 removes the others physically (``export_pruned``), and fine-tunes the smaller network with the dense
 reference's schedule (benchmarks/baseline_resnet20.py: SGD momentum 0.9, weight decay 5e-4, batch 128,
 lr 0.02 cosine, crop + flip, seed 0). It tells whether a decoupling run's gap to the dense reference
 comes from the gates or from fine-tuning a network of that size for 10 epochs.
 
-    python benchmarks/static_pruned_resnet20.py [--ratio 0.45] [--epochs 10] [--threads 1] [--compile]
+    python benchmarks/static_pruned_resnet20.py [--model resnet20] [--ratio 0.45] [--epochs 10] [--threads 1] [--compile]
         [--distill-weight 1 --teacher CHECKPOINT]   # the same distillation the decoupled runs can get
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import CHECKPOINTS, write_results
+from common import CHECKPOINTS, WEIGHTS, write_results
 
 from filterscope.analysis.prune_export import export_pruned
 from filterscope.analysis.semantic_pruning import PruningMask
@@ -47,48 +47,49 @@ def slimming_mask(model, ratio: float, pattern: str) -> PruningMask:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(WEIGHTS), default="resnet20", help="shared checkpoint to start from")
     parser.add_argument("--ratio", type=float, default=0.45, help="share of filters kept in each pruned unit")
     parser.add_argument("--pattern", default="layer*.conv1", help="fnmatch pattern of the pruned units")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from --teacher (0: off)")
-    parser.add_argument("--teacher", default=None, help="dense ResNet-20 checkpoint to distil from")
+    parser.add_argument("--teacher", default=None, help="dense checkpoint of the same model to distil from")
     parser.add_argument("--shared", default=str(shared_dir()))
     args = parser.parse_args()
 
     shared = Path(args.shared)
-    data, weights = shared / "data" / "cifar10-jpeg.zip", shared / "models" / "resnet20-12fca82f.th"
-    dense = create_model("resnet20", 10, str(weights))
+    data, weights = shared / "data" / "cifar10-jpeg.zip", shared / "models" / WEIGHTS[args.model]
+    dense = create_model(args.model, 10, str(weights))
     mask = slimming_mask(dense, args.ratio, args.pattern)
     pruned = export_pruned(dense, mask)
     dense_flops = count_costs(dense, (3, 32, 32)).total_flops
     pruned_flops = count_costs(pruned, (3, 32, 32)).total_flops
     if (args.distill_weight > 0) != (args.teacher is not None):
         parser.error("--distill-weight > 0 and --teacher go together.")
-    name = f"static_pruned_resnet20_r{args.ratio:g}" + ("_kd" if args.teacher else "")
+    name = f"static_pruned_{args.model}_r{args.ratio:g}" + ("_kd" if args.teacher else "")
     config = TrainConfig(
-        model="resnet20", data=str(data), weights=None, epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9,
+        model=args.model, data=str(data), weights=None, epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9,
         weight_decay=5e-4, schedule="cosine", seed=0, augment=True, run_dir=str(CHECKPOINTS / name), progress=True,
         threads=args.threads, compile=args.compile,
     )
-    before = evaluate_checkpoint("resnet20", str(weights), str(data), split="test", progress=False)["accuracy"]
+    before = evaluate_checkpoint(args.model, str(weights), str(data), split="test", progress=False)["accuracy"]
     start = time.time()
     if args.teacher:
-        teacher = Teacher(create_model("resnet20", 10, args.teacher), weight=args.distill_weight)
+        teacher = Teacher(create_model(args.model, 10, args.teacher), weight=args.distill_weight)
         result = train(config, model=pruned, objective=DistillationObjective(teacher))
     else:
         result = train(config, model=pruned)
     history = [{k: v for k, v in epoch.items() if not isinstance(v, (list, dict))} for epoch in result.history]
     results = {
-        "model": "resnet20", "pruned_units": args.pattern, "kept_ratio": args.ratio, "importance": "|BN gamma|",
+        "model": args.model, "pruned_units": args.pattern, "kept_ratio": args.ratio, "importance": "|BN gamma|",
         "dense_flops": dense_flops, "pruned_flops": pruned_flops, "flops_reduction": dense_flops / pruned_flops,
         "dense_test_accuracy_before": before, "test_accuracy": result.final["accuracy"], "epochs": args.epochs,
         "history": history, "wall_seconds": time.time() - start, "seed": 0,
         "distill_weight": args.distill_weight, "teacher": args.teacher,
     }
     rows = "\n".join(f"| {e['epoch']} | {e['train_accuracy']:.4f} | {e['test_accuracy']:.4f} |" for e in history)
-    table = (f"# Static pruning of ResNet-20 at {dense_flops / pruned_flops:.2f}× fewer FLOPs, {args.epochs} epochs of fine-tuning\n\n"
+    table = (f"# Static pruning of {args.model} at {dense_flops / pruned_flops:.2f}× fewer FLOPs, {args.epochs} epochs of fine-tuning\n\n"
              f"Kept the {args.ratio:g} largest-|γ| filters of `{args.pattern}` and removed the rest physically: "
              f"{dense_flops / 1e6:.1f} M → {pruned_flops / 1e6:.1f} M FLOPs"
              f"{f', distillation (λd {args.distill_weight:g}) from `{args.teacher}`' if args.teacher else ''}. Final test top-1 **{result.final['accuracy']:.4f}**.\n\n"
