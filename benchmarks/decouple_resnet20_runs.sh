@@ -46,3 +46,7 @@ run --variant ls_mi --name ls_mi_conv1_r065_ramp_bnbias_detach_pf3 --set "includ
     path_finetune_epochs=3                                                                             # R = 0.65 + path fine-tuning
 python static_pruned_resnet20.py --ratio 0.45 --epochs 10 --threads 1 --compile "${TEACHER[@]}"   # static pruning + the same distillation
 python decouple_resnet20.py --table
+# The same main settings on the shared ResNet-56 (the paper's network), 10 epochs each, against its own dense reference:
+python baseline_resnet20.py --model resnet56 --epochs 10 --compile --threads 1                    # dense reference, ResNet-56
+run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3
+python decouple_resnet20.py --table --model resnet56
