@@ -49,4 +49,7 @@ python decouple_resnet20.py --table
 # The same main settings on the shared ResNet-56 (the paper's network), 10 epochs each, against its own dense reference:
 python baseline_resnet20.py --model resnet56 --epochs 10 --compile --threads 1                    # dense reference, ResNet-56
 run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3
+python static_pruned_resnet20.py --model resnet56 --ratio 0.45 --epochs 10 --threads 1 --compile   # static pruning, same FLOPs
+run --model resnet56 --variant all --name all_lk003_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3 \
+    lambda_kl=0.03                                                         # + L_kl at λk 0.03, to make the gates more input-dependent
 python decouple_resnet20.py --table --model resnet56
