@@ -200,8 +200,9 @@ def write_table(model: str) -> None:
     calibrations = sorted(RESULTS.glob(f"decouple_{model}_calibration_*.md"))
     footer = ("\n\nCalibration runs that were stopped early, with what each showed: "
               + ", ".join(f"`{p.name}`" for p in calibrations) + ".\n") if calibrations else "\n"
-    footer += (f"\nTop-1 against FLOPs reduction for every row above: `decouple_{model}_tradeoff.png` "
-               "(grey: the Table 7 ablation rows, earlier settings and the other variants beyond the paper).\n")
+    footer += (f"\nTop-1 against FLOPs reduction for every row above: `decouple_{model}_tradeoff.png`"
+               + (" (grey: the Table 7 ablation rows, earlier settings and the other variants beyond the paper)"
+                  if any(kind == "other" for kind, *_ in points) else "") + ".\n")
     draw_tradeoff(model, points)
     if len(near_2x) > 2:  # a correlation needs a few runs
         draw_dynamic_share(model, near_2x, static_2x)
