@@ -233,18 +233,21 @@ def test_sparsity_target_ramps_from_all_on_to_r_along_the_cubic_schedule():
     assert DecouplingObjective(fixed, steps_per_epoch=10).ratios_at(0) == [0.4, 0.4]
 
 
-def test_distillation_term_from_a_frozen_teacher():
+def test_distillation_term_from_a_frozen_copy_of_the_teacher():
     model, decoupled = digits_decoupled()
     decoupled.train()
+    model.train()
     images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     objective = DecouplingObjective(decoupled, steps_per_epoch=10, teacher=model, distill_weight=0.5, distill_temperature=2.0)
     loss, logits, terms = objective(decoupled, images, labels, 0)
     with torch.no_grad():
-        expected = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(model(images) / 2, 1), reduction="batchmean") * 4
+        expected = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(objective.teacher.network(images) / 2, 1),
+                            reduction="batchmean") * 4
     assert terms["distill"].item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
-    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
-    assert not model.training
+    assert all(p.grad is None and not p.requires_grad for p in objective.teacher.network.parameters())
+    assert not objective.teacher.network.training
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())  # caller's, untouched
     assert "distill" not in DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)[2]
 
 

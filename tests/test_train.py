@@ -158,21 +158,29 @@ def test_torchrun_two_cpu_processes_hold_identical_weights_and_match_single_proc
     assert abs(rank0["accuracy"] - single.final["accuracy"]) <= 0.01, (rank0["accuracy"], single.final["accuracy"])
 
 
-def test_distillation_objective_adds_the_teacher_term_and_leaves_the_teacher_frozen():
+def test_distillation_objective_adds_the_teacher_term_from_a_frozen_copy_of_the_teacher():
+    import copy
+
     import torch.nn.functional as F
 
     from filterscope.distillation import DistillationObjective, Teacher
 
     torch.manual_seed(0)
     student, teacher_net = create_model("digits_cnn", 10), create_model("digits_cnn", 10)
-    objective = DistillationObjective(Teacher(teacher_net, weight=0.5, temperature=2.0))
+    teacher_net.train()
+    before = {name: value.clone() for name, value in teacher_net.state_dict().items()}
+    teacher = Teacher(teacher_net, weight=0.5, temperature=2.0)
+    objective = DistillationObjective(teacher)
     images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     loss, logits, terms = objective(student, images, labels)
     with torch.no_grad():
-        expected = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(teacher_net(images) / 2, 1), reduction="batchmean") * 4
+        expected = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(copy.deepcopy(teacher_net).eval()(images) / 2, 1), reduction="batchmean") * 4
     assert terms["distill"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() == pytest.approx(terms["ce"].item() + 0.5 * expected.item(), rel=1e-5)
     loss.backward()
-    assert all(p.grad is None and not p.requires_grad for p in teacher_net.parameters()) and not teacher_net.training
+    assert all(p.grad is None and not p.requires_grad for p in teacher.network.parameters()) and not teacher.network.training
+    # the caller's module is left as it was: trainable, in training mode, the same weights
+    assert teacher_net.training and all(p.requires_grad and p.grad is None for p in teacher_net.parameters())
+    assert all(torch.equal(before[name], value) for name, value in teacher_net.state_dict().items())
     with pytest.raises(ValueError, match="> 0"):
         Teacher(teacher_net, weight=0.0)

@@ -6,6 +6,8 @@ e.g. fine-tuning a statically pruned network), so that both sides of a compariso
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,8 +17,8 @@ class Teacher:
     """A frozen network whose outputs at temperature T a student learns: λd·T²·KL(teacher ‖ student).
 
     Args:
-        network: the teacher; put in evaluation mode with gradients off (the caller's module is
-            used as is, so pass a copy if it must stay trainable). Moved to the batch's device on use.
+        network: the teacher; a copy of it is kept, in evaluation mode with gradients off (the
+            caller's module is left as it was). The copy moves to the batch's device on use.
         weight: λd.
         temperature: T.
     """
@@ -24,7 +26,7 @@ class Teacher:
     def __init__(self, network: nn.Module, weight: float = 1.0, temperature: float = 4.0):
         if weight <= 0 or temperature <= 0:
             raise ValueError("distillation weight and temperature must be > 0")
-        self.network = network.eval().requires_grad_(False)
+        self.network = copy.deepcopy(network).eval().requires_grad_(False)
         self.weight, self.temperature = weight, temperature
 
     def loss(self, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -37,6 +39,11 @@ class Teacher:
         return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
                         reduction="batchmean", log_target=True) * temperature**2
 
+    def weighted_loss(self, images: torch.Tensor, student_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the distillation term, λd times it): the first to record, the second to add to the loss."""
+        distill = self.loss(images, student_logits)
+        return distill, self.weight * distill
+
 
 class DistillationObjective:
     """(model, images, labels, step) → (CE + λd·distillation, logits, terms) for :func:`filterscope.train.train`."""
@@ -47,5 +54,5 @@ class DistillationObjective:
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
         logits = model(images)
         ce = F.cross_entropy(logits, labels)
-        distill = self.teacher.loss(images, logits)
-        return ce + self.teacher.weight * distill, logits, {"ce": ce, "distill": distill}
+        distill, weighted = self.teacher.weighted_loss(images, logits)
+        return ce + weighted, logits, {"ce": ce, "distill": distill}

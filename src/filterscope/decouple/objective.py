@@ -116,8 +116,8 @@ class DecouplingObjective:
         """λd·(distillation term), recorded in ``terms``; 0 without a teacher."""
         if self.teacher is None:
             return 0.0
-        terms["distill"] = self.teacher.loss(images, logits)
-        return self.teacher.weight * terms["distill"]
+        terms["distill"], weighted = self.teacher.weighted_loss(images, logits)
+        return weighted
 
 
 def layer_ratios_for(model: DecoupledModel) -> list[float]:
