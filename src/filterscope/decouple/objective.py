@@ -47,9 +47,7 @@ class DecouplingObjective:
         )
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
         self.teacher = Teacher(teacher, distill_weight, distill_temperature) if teacher is not None and distill_weight > 0 else None
-        for slot in model.slots:  # responses cost a pass per layer; only L_kl reads them
-            slot.record_response = use_kl
-            slot.response_gradient = not self.config.kl_detach_response
+        model.set_response_recording(use_kl, gradient=not self.config.kl_detach_response)
 
     def sparsity_weight(self, step: int) -> float:
         warmup = self.config.sparsity_warmup_epochs * self.steps_per_epoch

@@ -69,6 +69,13 @@ class DecoupledModel(nn.Module):
         for module in self.gate_modules():
             module.frozen_paths = frozen
 
+    def set_response_recording(self, record: bool, gradient: bool) -> None:
+        """Whether training passes measure every gated layer's responses y (only L_kl reads them;
+        each costs a pass over the layer's output) and whether y keeps its autograd graph."""
+        for slot in self.slots:
+            slot.record_response = record
+            slot.response_gradient = gradient
+
     @property
     def frozen_paths(self) -> bool:
         return any(module.frozen_paths for module in self.gate_modules())
