@@ -17,7 +17,7 @@ from filterscope.decouple import (
     saturating_sigmoid,
     semhash,
 )
-from filterscope.decouple.losses import kl_gate_response, sparsity_loss, to_distribution
+from filterscope.decouple.losses import kl_gate_response, network_sparsity_loss, sparsity_loss, to_distribution
 from filterscope.engine import count_flops_reference
 from filterscope.errors import UserInputError
 from filterscope.models import create_model
@@ -105,6 +105,25 @@ def test_batch_sparsity_budget_holds_on_average_not_per_input():
     assert torch.allclose(gates.grad, torch.full((2, 4), 1 / 8))
     with pytest.raises(UserInputError, match="sparsity form"):
         DecoupleConfig(sparsity_form="per-batch").resolved()
+
+
+def test_network_sparsity_budget_lets_an_input_trade_filters_between_layers_at_equal_flops():
+    flops = [1.0, 3.0]  # layer 1's gates control three times the FLOPs of layer 0's
+    # input 0 spends more in the cheap layer and less in the dear one, input 1 the reverse: both on budget
+    cheap_open = [torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.tensor([[1 / 3, 1 / 3], [2 / 3, 2 / 3]])]
+    assert network_sparsity_loss(cheap_open, [0.5, 0.5], flops).item() == pytest.approx(0.0, abs=1e-6)
+    assert sum(sparsity_loss(z, 0.5, "mean") for z in cheap_open).item() > 0.6  # per layer, both are off target
+    gates = [torch.ones(1, 4, requires_grad=True), torch.ones(1, 2, requires_grad=True)]
+    loss = network_sparsity_loss(gates, [0.5, 0.5], flops)
+    assert loss.item() == pytest.approx((0.5 * 0.5 + 1.5 * 0.5))  # weights scaled to average 1: 0.5 and 1.5
+    loss.backward()
+    assert torch.allclose(gates[0].grad, torch.full((1, 4), 0.5 / 4)) and torch.allclose(gates[1].grad, torch.full((1, 2), 1.5 / 2))
+    # equal weights: each gate is pushed as hard as by the per-layer "mean" form
+    equal = [torch.ones(1, 4, requires_grad=True), torch.ones(1, 2, requires_grad=True)]
+    network_sparsity_loss(equal, [0.5, 0.5], [7.0, 7.0]).backward()
+    per_layer = [torch.ones(1, 4, requires_grad=True), torch.ones(1, 2, requires_grad=True)]
+    sum(sparsity_loss(z, 0.5, "mean") for z in per_layer).backward()
+    assert all(torch.allclose(a.grad, b.grad) for a, b in zip(equal, per_layer))
 
 
 # --- decouple(model) --------------------------------------------------------------------------
@@ -375,6 +394,31 @@ def test_residual_inputs_are_not_skipped():
     sources = dict(zip(decoupled.cost_model.unit_names, decoupled.cost_model.input_sources))
     assert sources["layer1.1.conv1"] is None  # its input is a sum of two branches
     assert sources["layer1.1.conv2"] == [(2, 0, 16)]  # fed by layer1.1.conv1 alone (gated layer 2)
+
+
+def test_layer_flops_are_the_exact_slopes_of_per_input_flops_when_only_block_outputs_are_gated():
+    torch.manual_seed(0)
+    decoupled = decouple(create_model("resnet20"), DecoupleConfig(include=["layer*.conv1"]), num_classes=10)
+    cost = decoupled.cost_model
+    slopes = cost.layer_flops()
+    widths = [module.conv.out_channels for module in decoupled.gate_modules()]
+    assert len(slopes) == len(widths) == 9
+    gates = [(torch.rand(5, width) < 0.4).float() for width in widths]
+    linear = cost.per_input([torch.ones(5, width) for width in widths]) - sum(
+        slope * (1 - z.mean(1).double()) for slope, z in zip(slopes, gates)
+    )
+    assert torch.allclose(cost.per_input(gates), linear)
+    # a block's conv1 and the conv2 it feeds: 16→16 and 16→16 channels of 3×3 on 32×32, 2 FLOPs per MAC
+    assert slopes[0] == 2 * (2 * 16 * 16 * 9 * 32 * 32)
+
+
+def test_network_sparsity_form_trains_through_the_objective():
+    _, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.5, sparsity_form="network")
+    decoupled.train()
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10)
+    loss, _, terms = objective(decoupled, torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)), 0)
+    loss.backward()
+    assert terms["sparsity"].item() > 0 and all(p.grad is not None for p in decoupled.gate_parameters())
 
 
 def test_filter_states_on_a_hand_example():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from ..errors import UserInputError
 from .presets import PRESET_FOR_MODEL, PRESETS
 
-SPARSITY_FORMS = ("paper", "mean", "batch")
+SPARSITY_FORMS = ("paper", "mean", "batch", "network")
 GATE_BIAS_ORDERS = ("uniform", "bn_scale")
 
 
@@ -47,6 +47,9 @@ class DecoupleConfig:
             "mean" is |mean(z) − R| (the same target, width-independent scale); both hold every
             input to R. "batch" is |mean over the batch of mean(z) − R|: the budget holds on
             average, so an input may open more filters than another (not in the paper).
+            "network" is one budget per input over all gated layers, each weighted by the FLOPs its
+            gates control: |Σ_l w_l·(mean(z) − R^l)| with the w_l averaging 1; an input may keep
+            more filters in one layer and fewer in another at the same FLOPs (not in the paper).
         sparsity_warmup_epochs: λs rises linearly from 0 over this many epochs.
         sparsity_ratio_ramp_epochs: the target R^l itself moves from 1 (every filter on) to its final
             value over this many epochs, along the cubic schedule of gradual pruning (Zhu & Gupta,

@@ -57,3 +57,17 @@ def sparsity_loss(gates: torch.Tensor, ratio: float, form: str) -> torch.Tensor:
     if form == "batch":
         return (gates.mean() - ratio).abs()
     return (gates.mean(dim=1) - ratio).abs().mean()
+
+
+def network_sparsity_loss(gates: list[torch.Tensor], ratios: list[float], layer_flops: list[float]) -> torch.Tensor:
+    """| Σ_l w_l·(mean(z^l) − R^l) | per input, averaged over the batch ("network" form, not in the paper).
+
+    One FLOPs budget for the whole network instead of one per layer: w_l is the FLOPs layer l's
+    gates control (``GatedCostModel.layer_flops``), scaled to average 1 over the layers so that λs
+    pushes a gate as hard as the "mean" form does when every layer costs the same. An input meets
+    the budget by closing filters wherever they cost its prediction least, layer by layer.
+    """
+    weights = torch.as_tensor(layer_flops, dtype=gates[0].dtype, device=gates[0].device)
+    weights = weights / weights.mean()
+    excess = sum(w * (z.mean(dim=1) - r) for w, z, r in zip(weights, gates, ratios))
+    return excess.abs().mean()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distillation import Teacher
-from .losses import kl_gate_response, mutual_information_loss, sparsity_loss
+from .losses import kl_gate_response, mutual_information_loss, network_sparsity_loss, sparsity_loss
 from .wrap import DecoupledModel
 
 
@@ -38,6 +38,7 @@ class DecouplingObjective:
                  distill_weight: float = 0.0, distill_temperature: float = 4.0):
         self.config = model.config
         self.layer_ratios = layer_ratios_for(model)
+        self.layer_flops = model.cost_model.layer_flops()  # the "network" sparsity form's weights
         self.steps_per_epoch = max(1, steps_per_epoch)
         finetune = self.config.path_finetune_epochs
         if finetune > 0 and total_epochs is None:
@@ -104,7 +105,10 @@ class DecouplingObjective:
         if self.use_sparsity:
             sparse_gates = gates if config.sparsity_on == "noisy" else [slot.evaluation_gates() for slot in decoupled.slots]
             ratios = self.ratios_at(step)
-            sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(sparse_gates, ratios))
+            if config.sparsity_form == "network":
+                sparsity = network_sparsity_loss(sparse_gates, ratios, self.layer_flops)
+            else:
+                sparsity = sum(sparsity_loss(z, r, config.sparsity_form) for z, r in zip(sparse_gates, ratios))
             terms["sparsity"] = sparsity
             terms["sparsity_target"] = torch.tensor(sum(ratios) / len(ratios))
             total = total + self.sparsity_weight(step) * sparsity

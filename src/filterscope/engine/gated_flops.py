@@ -47,6 +47,21 @@ class GatedCostModel:
         """FLOPs of the original network (no gates, no controllers)."""
         return int(sum(self.dense_unit_flops) + self.other_flops)
 
+    def layer_flops(self) -> list[float]:
+        """For each gated layer, the FLOPs its gates control with every other gate on: its own unit's
+        conv FLOPs and the share of each consumer's whose input channels come from it alone. The
+        per-input FLOPs are linear in each layer's active share with these slopes wherever no
+        unit is gated on both its output and its input (a product of two shares there)."""
+        number = 1 + max((g for g in self.output_gate if g is not None), default=-1)
+        slopes = [0.0] * number
+        for index, dense in enumerate(self.dense_unit_flops):
+            if self.output_gate[index] is not None:
+                slopes[self.output_gate[index]] += dense
+            for layer, start, stop in self.input_sources[index] or []:
+                if layer is not None:
+                    slopes[layer] += dense * (stop - start) / self.in_channels[index]
+        return slopes
+
     def per_input(self, gates: list[torch.Tensor]) -> torch.Tensor:
         """FLOPs of each input, shape (B,), from the hard gates of every gated layer (each (B, N_l))."""
         active = [g.detach().gt(0.5).sum(1).double().cpu() for g in gates]
