@@ -52,4 +52,9 @@ run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_
 python static_pruned_resnet20.py --model resnet56 --ratio 0.45 --epochs 10 --threads 1 --compile   # static pruning, same FLOPs
 run --model resnet56 --variant all --name all_lk003_conv1_r045_ramp_bnbias_detach_pf3 "${MAIN[@]}" path_finetune_epochs=3 \
     lambda_kl=0.03                                                         # + L_kl at λk 0.03, to make the gates more input-dependent
+# L_mi's weight: at λm 0.01 the per-layer classifiers stay at chance (ln 10 per layer) and the gates barely depend
+# on the class; a stronger L_mi, ResNet-20 first:
+for lm in 0.1 1.0; do
+    run --variant ls_mi --name "ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm${lm/./}" "${MAIN[@]}" path_finetune_epochs=3 lambda_mi=$lm
+done
 python decouple_resnet20.py --table --model resnet56
