@@ -15,6 +15,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # ignored by git
 # The shared pretrained checkpoints (../shared/models, see DATA.md): the one list of the models benchmarks start from.
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def model_title(name: str) -> str:
+    """How tables and figures spell a model of WEIGHTS: resnet56 → ResNet-56."""
+    return name.replace("resnet", "ResNet-")
+
 # The benchmarks find ../shared beside the repository whatever folder they are started from.
 os.environ.setdefault("FILTERSCOPE_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
 

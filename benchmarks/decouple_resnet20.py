@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
+from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, write_results
 
 from filterscope.decouple import DecoupleConfig
 from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
@@ -49,7 +49,6 @@ COMMON = dict(
     gate_lr_scale=10.0, gate_bias_init=2.0, gate_noise_std=0.0, semhash_hard_fraction=1.0,
     sparsity_warmup_epochs=1.0,
 )
-MODEL_TITLES = {"resnet20": "ResNet-20", "resnet56": "ResNet-56"}
 VARIANTS = {
     "r0": dict(config=dict(sparsity_ratio=0.0, lambda_sparsity=4.0), options={}),
     "r05": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options={}),
@@ -112,7 +111,7 @@ def draw_tradeoff(model: str, points: list[tuple[str, str, float, float]]) -> Pa
         axis.axhline(best_dense - 0.01, color="k", linestyle=":", linewidth=1, label="1 point below the best dense run")
     axis.set_xlabel("FLOPs reduction (dense / mean FLOPs per image)")
     axis.set_ylabel("test top-1 (CIFAR-10 JPEG)")
-    title = f"{MODEL_TITLES[model]} from the shared checkpoint: accuracy against FLOPs"
+    title = f"{model_title(model)} from the shared checkpoint: accuracy against FLOPs"
     if hidden:
         title += f"\n({len(hidden)} runs below top-1 {floor:.2f} not shown; all are in decouple_{model}.md)"
     axis.set_title(title, fontsize=9)
@@ -145,7 +144,7 @@ def draw_dynamic_share(model: str, runs: list[tuple[str, float, float]], static:
         axis.legend(fontsize=8, loc="upper right")
     axis.set_xlabel("% dynamic filters (evaluation gates, test split)")
     axis.set_ylabel("test top-1 (CIFAR-10 JPEG)")
-    axis.set_title(f"Decoupled {MODEL_TITLES[model]}, 10 epochs, 2.05–2.3× fewer FLOPs: accuracy against input-dependence\n"
+    axis.set_title(f"Decoupled {model_title(model)}, 10 epochs, 2.05–2.3× fewer FLOPs: accuracy against input-dependence\n"
                    "(runs of different settings: a correlation across the variants tried, not a controlled sweep)", fontsize=8)
     axis.grid(alpha=0.3)
     return save_figure(figure, RESULTS / f"decouple_{model}_dynamic.png")
@@ -190,7 +189,7 @@ def write_table(model: str) -> None:
             f"{result['accuracy']:.4f} | {measured['mean_flops'] / 1e6:.1f} M | {measured['flops_reduction']:.2f}× | "
             f"{100 * measured['energetic_fraction']:.1f} | {100 * measured['silent_fraction']:.1f} | {100 * measured['dynamic_fraction']:.1f} |"
         )
-    header = (f"# Decoupled {MODEL_TITLES[model]}, CIFAR-10 JPEG test split (evaluation gates)\n\n"
+    header = (f"# Decoupled {model_title(model)}, CIFAR-10 JPEG test split (evaluation gates)\n\n"
               f"Dense FLOPs per image: {dense_flops / 1e6 if dense_flops else float('nan'):.1f} M (FlopCounterMode convention, 2 per MAC). "
               "Runs and their settings: `decouple_resnet20_runs.sh` and each run's JSON. † re-evaluated by "
               "`decouple_reevaluate.py` with BatchNorm statistics re-estimated through the training transform (as runs now do); "
