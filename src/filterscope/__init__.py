@@ -16,6 +16,7 @@ from .engine import count_costs
 from .errors import UserInputError
 from .evaluate import EvalResult, evaluate, evaluate_checkpoint
 from .models import MODELS, create_model, load_weights, register_model
+from .report.html import build_report
 from .rundir import RunDir
 from .train import TrainConfig, train
 from .units import Unit, find_units
@@ -46,6 +47,7 @@ __all__ = [
     "Unit",
     "UserInputError",
     "accumulate_by_class",
+    "build_report",
     "capture",
     "count_costs",
     "create_model",

@@ -150,6 +150,18 @@ def _run_units(args) -> int:
     return 0
 
 
+def _add_report_parser(verbs) -> None:
+    parser = verbs.add_parser("report", help="write report.html of a run directory from its metrics, figures and config")
+    parser.add_argument("run_dir", help="a folder a filterscope verb wrote (its --run-dir)")
+
+
+def _run_report(args) -> int:
+    from .report.html import build_report
+
+    print(f"report: {build_report(args.run_dir)}")
+    return 0
+
+
 def _add_models_parser(verbs) -> None:
     verbs.add_parser("models", help="list the built-in models")
 
@@ -288,6 +300,7 @@ VERBS = {
     "models": (_add_models_parser, _run_models),
     "influence": (_add_influence_parser, _run_influence),
     "semantic-prune": (_add_semantic_prune_parser, _run_semantic_prune),
+    "report": (_add_report_parser, _run_report),
 }
 
 

@@ -690,18 +690,10 @@ class InfluenceResult:
 
 def _savez_atomically(target: Path, **arrays: Any) -> None:
     """``np.savez`` into a temporary file beside ``target``, then rename it (readers never see half a file)."""
-    import os
-    import tempfile
+    from ..atomic import atomic_file
 
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_file(target) as stream:
+        np.savez(stream, **arrays)
 
 
 def _mean_offdiagonal(matrix: np.ndarray) -> float:

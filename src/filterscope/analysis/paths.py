@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_file
 from ..distributed import all_reduce_sum
 from ..decouple.wrap import DecoupledModel
 
@@ -80,12 +81,12 @@ class PathRecord:
     def save(self, path: str | Path) -> Path:
         """Write the record as one ``.npz`` (paths stay bit-packed)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path, packed_paths=self.packed_paths, labels=self.labels, predictions=self.predictions, flops=self.flops,
-            layer_widths=np.array(self.layer_widths), layer_names=np.array(self.layer_names),
-            activation_counts=np.concatenate(self.activation_counts), dense_flops=np.array(self.dense_flops),
-        )
+        with atomic_file(path) as stream:
+            np.savez_compressed(
+                stream, packed_paths=self.packed_paths, labels=self.labels, predictions=self.predictions, flops=self.flops,
+                layer_widths=np.array(self.layer_widths), layer_names=np.array(self.layer_names),
+                activation_counts=np.concatenate(self.activation_counts), dense_flops=np.array(self.dense_flops),
+            )
         return path
 
 

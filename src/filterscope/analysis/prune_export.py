@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from filterscope.analysis.semantic_pruning import PruningMask, mask_hooks

@@ -885,7 +885,6 @@ def sweep(
         else [resolve_class(value, response.classes, response.num_classes) for value in config.classes]
     )
     masks, rows = [], []
-    reference_masks = []
     for class_index in class_indices:
         for mode in config.modes:
             for setting in config.settings:

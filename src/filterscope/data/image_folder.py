@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from filterscope.atomic import atomic_file
 from filterscope.data.arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetInfo
 from filterscope.errors import UserInputError
 from filterscope.paths import cache_dir
@@ -313,15 +313,8 @@ class ImageFolderSource:
     @staticmethod
     def _write_cache(cache_path: Path, dataset: ArrayDataset) -> None:
         """Writes the cache atomically (temp file, then rename): a reader never sees half a file."""
-        temp_path = None
         try:
-            with tempfile.NamedTemporaryFile(dir=cache_path.parent, suffix=".tmp", delete=False) as out:
-                temp_path = Path(out.name)
+            with atomic_file(cache_path) as out:
                 np.savez(out, images=dataset.images, targets=dataset.targets, classes=np.array(dataset.classes))
-            os.replace(temp_path, cache_path)
-            temp_path = None
         except OSError as error:  # a full or read-only cache only costs speed
             warnings.warn(f"could not write the cache file {cache_path} ({error})", stacklevel=3)
-        finally:
-            if temp_path is not None:
-                temp_path.unlink(missing_ok=True)

@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 
 from filterscope.errors import UserInputError

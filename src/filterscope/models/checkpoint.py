@@ -8,13 +8,13 @@ saving never leaves a half-written file that looks finished.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_file
 from ..errors import UserInputError
 
 # BatchNorm's step counter is absent from many published checkpoints and only matters when
@@ -104,17 +104,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 def save_atomically(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    with atomic_file(path, durable=True) as stream:
+        torch.save(payload, stream)
+    return Path(path)
