@@ -57,4 +57,9 @@ run --model resnet56 --variant all --name all_lk003_conv1_r045_ramp_bnbias_detac
 for lm in 0.1 1.0; do
     run --variant ls_mi --name "ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm${lm/./}" "${MAIN[@]}" path_finetune_epochs=3 lambda_mi=$lm
 done
+# ResNet-56 with one FLOPs-weighted budget over the network instead of one per layer, at λm 0.01 and at λm 0.1:
+run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_network "${MAIN[@]}" path_finetune_epochs=3 \
+    sparsity_form=network
+run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01_network "${MAIN[@]}" path_finetune_epochs=3 \
+    lambda_mi=0.1 sparsity_form=network
 python decouple_resnet20.py --table --model resnet56
