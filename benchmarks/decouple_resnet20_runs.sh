@@ -63,9 +63,9 @@ run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_
 run --model resnet56 --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01_network "${MAIN[@]}" path_finetune_epochs=3 \
     lambda_mi=0.1 sparsity_form=network
 # ResNet-56 over 20 epochs (about 2 hours each on one core; resume a stopped run with --resume), dense and decoupled
-# (main settings, R ramped over 8 epochs, path fine-tuning over the last 4, L_mi at λm 0.03):
+# (main settings, R ramped over 8 epochs, path fine-tuning over the last 4, L_mi at λm 0.1):
 python baseline_resnet20.py --model resnet56 --epochs 20 --compile --threads 1
-python decouple_resnet20.py --model resnet56 --epochs 20 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_lm003_20ep \
+python decouple_resnet20.py --model resnet56 --epochs 20 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_lm01_20ep \
     --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=8 gate_lr_scale=3 \
-    gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=4 lambda_mi=0.03
+    gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=4 lambda_mi=0.1
 python decouple_resnet20.py --table --model resnet56
