@@ -52,10 +52,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
             parser.add_argument(
                 _flag(field.name), dest=field.name, nargs="*", type=kind[1], default=argparse.SUPPRESS, help=help_text
             )
-        else:
+        else:  # a field's metadata may name its allowed values: field(..., metadata={"choices": NAMES})
             parser.add_argument(
                 _flag(field.name), dest=field.name, type=kind if kind in (int, float) else str,
-                default=argparse.SUPPRESS, help=help_text,
+                choices=field.metadata.get("choices"), default=argparse.SUPPRESS, help=help_text,
             )
 
 

@@ -79,7 +79,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "cosine"
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: float = 0.0

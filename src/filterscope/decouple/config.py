@@ -10,6 +10,7 @@ from .presets import PRESET_FOR_MODEL, PRESETS
 
 SPARSITY_FORMS = ("paper", "mean", "batch", "network")
 GATE_BIAS_ORDERS = ("uniform", "bn_scale")
+SPARSITY_ON = ("noisy", "evaluation")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class DecoupleConfig:
     reduction: int = 4
     standardize_gate_input: bool = True
     gate_bias_init: float = 1.0
-    gate_bias_order: str = "uniform"
+    gate_bias_order: str = field(default="uniform", metadata={"choices": GATE_BIAS_ORDERS})
     detach_gate_input: bool = False
     gate_noise_std: float = 1.0
     semhash_hard_fraction: float = 0.5
@@ -89,11 +90,11 @@ class DecoupleConfig:
     lambda_kl: float | None = None
     lambda_sparsity: float | None = None
     sparsity_ratio: float | list[float] | None = None
-    sparsity_form: str = "paper"
+    sparsity_form: str = field(default="paper", metadata={"choices": SPARSITY_FORMS})
     sparsity_warmup_epochs: float = 0.0
     sparsity_ratio_ramp_epochs: float = 0.0
     path_finetune_epochs: float = 0.0
-    sparsity_on: str = "noisy"
+    sparsity_on: str = field(default="noisy", metadata={"choices": SPARSITY_ON})
     kl_epsilon: float = 1e-6
     kl_detach_response: bool = True
     mi_classifier_full_rate: bool = True
@@ -133,8 +134,8 @@ class DecoupleConfig:
             raise UserInputError(f"reduction γ must be at least 1, got {self.reduction}.")
         if self.gate_bias_order not in GATE_BIAS_ORDERS:
             raise UserInputError(f"unknown gate bias order {self.gate_bias_order!r}; choose one of {', '.join(GATE_BIAS_ORDERS)}.")
-        if self.sparsity_on not in ("noisy", "evaluation"):
-            raise UserInputError(f"sparsity_on must be 'noisy' or 'evaluation', got {self.sparsity_on!r}.")
+        if self.sparsity_on not in SPARSITY_ON:
+            raise UserInputError(f"sparsity_on must be one of {', '.join(SPARSITY_ON)}, got {self.sparsity_on!r}.")
         if self.sparsity_form not in SPARSITY_FORMS:
             raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
         for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs",
