@@ -189,3 +189,12 @@ def test_units_verb_lists_resnet20(capsys):
     costs = json.loads(out)
     assert len(costs["units"]) == 19
     assert costs["total_params"] == 269_722
+
+
+def test_a_bad_flag_value_is_one_sentence_naming_the_choices_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["decouple", "--model", "digits_cnn", "--data", "digits", "--sparsity-form", "per-batch"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "usage:" not in error
+    assert "invalid choice: 'per-batch'" in error and "'network'" in error and "filterscope decouple --help" in error

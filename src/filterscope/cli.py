@@ -304,8 +304,16 @@ VERBS = {
 }
 
 
+class OneSentenceParser(argparse.ArgumentParser):
+    """argparse prints its whole usage block before a bad flag's message; this prints the message
+    alone, with where to look, and exits with code 2 as argparse does."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="filterscope", description="Which filters does each input, and each class, actually use?")
+    parser = OneSentenceParser(prog="filterscope", description="Which filters does each input, and each class, actually use?")
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_parser, _ in VERBS.values():
         add_parser(verbs)
