@@ -178,8 +178,10 @@ def test_demo_writes_a_run_directory(tmp_path):
     assert 0.5 < metrics["demo"]["test_accuracy"] <= 1.0
     assert (tmp_path / "demo" / "config.yaml").exists()
     assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
+    assert completed.stdout.count("report:") == 2  # the demo's own run and its decoupled run
     assert main(["report", str(tmp_path / "demo")]) == 0  # the report of a real run directory
     page = (tmp_path / "demo" / "report.html").read_text()
+    assert (tmp_path / "demo" / "decoupled" / "report.html").exists()
     assert "<h2>demo</h2>" in page and "test_accuracy" in page
 
 

@@ -121,6 +121,10 @@ def _run_demo(args) -> int:
               f"filters {100 * d['energetic_fraction']:.0f}% energetic / {100 * d['silent_fraction']:.0f}% silent / "
               f"{100 * d['dynamic_fraction']:.0f}% dynamic")
     print(f"      run directory: {summary['run_dir']}")
+    from .report.html import build_report
+
+    for folder in [summary["run_dir"]] + ([summary["decouple"]["run_dir"]] if "decouple" in summary else []):
+        print(f"      report: {build_report(folder)}")
     return 0
 
 
