@@ -111,6 +111,7 @@ def _add_demo_parser(verbs) -> None:
 
 def _run_demo(args) -> int:
     from .demo import run_demo
+    from .report.html import build_report
 
     summary = run_demo(args.run_dir, epochs=args.epochs, decouple_epochs=args.decouple_epochs, seed=args.seed)
     print(f"demo: digits_cnn on digits, test top-1 {summary['test_accuracy']:.4f} after {summary['epochs']} epochs")
@@ -121,8 +122,6 @@ def _run_demo(args) -> int:
               f"filters {100 * d['energetic_fraction']:.0f}% energetic / {100 * d['silent_fraction']:.0f}% silent / "
               f"{100 * d['dynamic_fraction']:.0f}% dynamic")
     print(f"      run directory: {summary['run_dir']}")
-    from .report.html import build_report
-
     for folder in [summary["run_dir"]] + ([summary["decouple"]["run_dir"]] if "decouple" in summary else []):
         print(f"      report: {build_report(folder)}")
     return 0

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from filterscope.atomic import atomic_file
 from filterscope.errors import UserInputError
 from filterscope.analysis.batches import split_batch
 
@@ -671,29 +672,22 @@ class InfluenceResult:
 
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         target = run.arrays / "influence_indices.npz"
-        _savez_atomically(
-            target,
-            indices=self.indices,
-            scores=self.scores,
-            counts=self.statistics.counts,
-            class_sums=self.statistics.class_sums,
-            class_counts=self.statistics.class_counts,
-            feature_mean=self.statistics.feature_mean,
-            feature_std=self.statistics.feature_std,
-            classes=np.array(self.classes),
-            k1=self.config.k1,
-            k2=self.config.k2,
-            criterion=self.config.criterion,
-        )
+        with atomic_file(target) as stream:
+            np.savez(
+                stream,
+                indices=self.indices,
+                scores=self.scores,
+                counts=self.statistics.counts,
+                class_sums=self.statistics.class_sums,
+                class_counts=self.statistics.class_counts,
+                feature_mean=self.statistics.feature_mean,
+                feature_std=self.statistics.feature_std,
+                classes=np.array(self.classes),
+                k1=self.config.k1,
+                k2=self.config.k2,
+                criterion=self.config.criterion,
+            )
         return {"arrays": target}
-
-
-def _savez_atomically(target: Path, **arrays: Any) -> None:
-    """``np.savez`` into a temporary file beside ``target``, then rename it (readers never see half a file)."""
-    from ..atomic import atomic_file
-
-    with atomic_file(target) as stream:
-        np.savez(stream, **arrays)
 
 
 def _mean_offdiagonal(matrix: np.ndarray) -> float:
