@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
-from filterscope.analysis.paths import collect_paths, filter_states
+from filterscope.analysis.paths import PathRecord, collect_paths, filter_states
 from filterscope.decouple import (
     DecoupleConfig,
     DecouplingObjective,
@@ -18,8 +19,9 @@ from filterscope.decouple import (
 )
 from filterscope.decouple.losses import kl_gate_response, network_sparsity_loss, sparsity_loss, to_distribution
 from filterscope.engine import count_flops_reference
+from filterscope.data import load_dataset
 from filterscope.errors import UserInputError
-from filterscope.models import create_model
+from filterscope.models import create_model, model_spec
 from filterscope.train import cxx_compiler_available
 
 import toy_models
@@ -490,11 +492,52 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     metrics = json.loads((tmp_path / "decoupled" / "metrics.json").read_text())
     assert len(metrics["decouple"]["history"]) == 8
     assert {"train_ce", "train_mi", "train_kl", "train_sparsity", "gated_mean_flops"} <= set(metrics["decouple"]["history"][0])
-    assert (tmp_path / "decoupled" / "arrays" / "paths_test.npz").exists()
-    for figure in ("filter_states.png", "activation_counts.png", "flops_per_input.png"):
+    for figure in ("filter_states_test.png", "activation_counts_test.png", "flops_per_input_test.png"):
         assert (tmp_path / "decoupled" / "figures" / figure).stat().st_size > 1000
     reloaded = load_decoupled(tmp_path / "decoupled" / "checkpoints" / "last.pt")
     assert reloaded.gated_units == ["features.3", "features.7"]
+    test_record = PathRecord.load(tmp_path / "decoupled" / "arrays" / "paths_test.npz")
+    assert test_record.summary()["accuracy"] == summary["accuracy"]
+    assert test_record.summary()["dynamic_fraction"] == summary["dynamic_fraction"]
+    assert metrics["paths_test"]["flops_reduction"] == summary["flops_reduction"]
+
+    # `filterscope paths` on another split of the finished run: written beside the test split's
+    code = main(["paths", str(tmp_path / "decoupled"), "--data", "digits", "--split", "train", "--json"])
+    assert code == 0
+    train_summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    train_record = PathRecord.load(tmp_path / "decoupled" / "arrays" / "paths_train.npz")
+    spec = model_spec("digits_cnn")
+    train_split = load_dataset("digits", "train", mean=spec.mean, std=spec.std)
+    expected = collect_paths(reloaded, DataLoader(train_split, batch_size=500), progress=False)
+    assert train_record.num_samples == expected.num_samples == train_summary["num_samples"] > 1000
+    assert np.array_equal(train_record.packed_paths, expected.packed_paths)
+    assert all(np.array_equal(a, b) for a, b in zip(train_record.activation_counts, expected.activation_counts))
+    assert train_summary["accuracy"] == expected.accuracy
+    metrics = json.loads((tmp_path / "decoupled" / "metrics.json").read_text())
+    assert {"decouple", "paths_test", "paths_train"} <= set(metrics)
+    assert (tmp_path / "decoupled" / "figures" / "filter_states_train.png").stat().st_size > 1000
+
+
+def test_paths_verb_refuses_bad_input_in_one_sentence(tmp_path, capsys):
+    from filterscope.cli import main
+    from filterscope.models import save_atomically
+
+    _, decoupled = digits_decoupled()
+    save_decoupled(decoupled, tmp_path / "run" / "checkpoints" / "last.pt")
+    save_atomically({"state_dict": create_model("digits_cnn", 10).state_dict()}, tmp_path / "plain.pt")
+    (tmp_path / "empty_run").mkdir()
+    cases = [
+        (["paths", str(tmp_path / "plain.pt"), "--data", "digits"], "not a decoupled-model checkpoint"),
+        (["paths", str(tmp_path / "empty_run"), "--data", "digits"], "has no checkpoints/last.pt"),
+        (["paths", str(tmp_path / "missing.pt"), "--data", "digits"], "does not exist"),
+        (["paths", str(tmp_path / "run"), "--data", "cifar10-missing-folder"], "cifar10-missing-folder"),
+        (["paths", str(tmp_path / "run"), "--data", "digits", "--split", "val"], "val"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_semhash_hard_fraction_one_trains_with_evaluation_like_gates():

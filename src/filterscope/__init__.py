@@ -6,7 +6,8 @@ over the same names.
 
 from .analysis.decomposed import DecomposedLinear, decompose
 from .analysis.influence import InfluenceConfig, find_influential_features
-from .analysis.paths import collect_paths
+from .analysis.checkpoint_paths import record_checkpoint_paths
+from .analysis.paths import PathRecord, collect_paths
 from .analysis.prune_export import export_pruned
 from .analysis.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
 from .capture import accumulate_by_class, capture, run_capture
@@ -35,6 +36,8 @@ __all__ = [
     "export_pruned",
     "select_pruned",
     "collect_paths",
+    "PathRecord",
+    "record_checkpoint_paths",
     "decompose",
     "decouple",
     "find_influential_features",

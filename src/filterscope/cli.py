@@ -101,6 +101,41 @@ def _run_eval(args) -> int:
     return 0
 
 
+def _add_paths_parser(verbs) -> None:
+    parser = verbs.add_parser(
+        "paths", help="calculation paths and filter states of a decoupled model over a data split; written into its run directory"
+    )
+    parser.add_argument("checkpoint", help="a `filterscope decouple` run directory or a decoupled checkpoint file")
+    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--val-fraction", type=float, default=0.0)
+    parser.add_argument("--run-dir", help="where to write (default: the run directory of the checkpoint)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-save-paths", dest="save_paths", action="store_false",
+                        help="write filter states and figures only, not the bit-packed paths")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_paths(args) -> int:
+    from .analysis.checkpoint_paths import record_checkpoint_paths
+
+    summary = record_checkpoint_paths(
+        args.checkpoint, args.data, split=args.split, run_dir=args.run_dir, batch_size=args.batch_size,
+        device=args.device, val_fraction=args.val_fraction, save_paths=args.save_paths, progress=not args.json,
+    )
+    summary.pop("per_layer")
+    summary.pop("active_fraction_per_layer")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.split}: top-1 {summary['accuracy']:.4f} over {summary['num_samples']} images, "
+              f"{summary['mean_flops'] / 1e6:.2f} M FLOPs per image (reduction {summary['flops_reduction']:.2f}x), "
+              f"filters {summary['energetic_fraction']:.1%} energetic / {summary['silent_fraction']:.1%} silent / "
+              f"{summary['dynamic_fraction']:.1%} dynamic; written to {summary['run_dir']}")
+    return 0
+
+
 def _add_demo_parser(verbs) -> None:
     parser = verbs.add_parser("demo", help="train and evaluate the small CNN on the embedded digits (about a minute)")
     parser.add_argument("--run-dir", default="runs/demo")
@@ -299,6 +334,7 @@ VERBS = {
     "train": (_add_train_parser, _run_train),
     "decouple": (_add_decouple_parser, _run_decouple),
     "eval": (_add_eval_parser, _run_eval),
+    "paths": (_add_paths_parser, _run_paths),
     "units": (_add_units_parser, _run_units),
     "models": (_add_models_parser, _run_models),
     "influence": (_add_influence_parser, _run_influence),

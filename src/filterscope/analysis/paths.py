@@ -86,8 +86,28 @@ class PathRecord:
                 stream, packed_paths=self.packed_paths, labels=self.labels, predictions=self.predictions, flops=self.flops,
                 layer_widths=np.array(self.layer_widths), layer_names=np.array(self.layer_names),
                 activation_counts=np.concatenate(self.activation_counts), dense_flops=np.array(self.dense_flops),
+                num_samples=np.array(self.num_samples),
             )
         return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PathRecord":
+        """Read a record written by :meth:`save` (``arrays/paths_<split>.npz`` of a run directory)."""
+        with np.load(path) as arrays:
+            widths = [int(w) for w in arrays["layer_widths"]]
+            bounds = np.cumsum([0, *widths])
+            counts = arrays["activation_counts"]
+            return cls(
+                layer_names=[str(n) for n in arrays["layer_names"]],
+                layer_widths=widths,
+                activation_counts=[counts[bounds[i]:bounds[i + 1]] for i in range(len(widths))],
+                num_samples=int(arrays["num_samples"]) if "num_samples" in arrays else len(arrays["labels"]),
+                packed_paths=arrays["packed_paths"],
+                labels=arrays["labels"],
+                predictions=arrays["predictions"],
+                flops=arrays["flops"],
+                dense_flops=int(arrays["dense_flops"]),
+            )
 
 
 def filter_states(activation_counts: list[np.ndarray], num_samples: int, layer_names: list[str]) -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .. import distributed
+from ..analysis.checkpoint_paths import write_path_record
 from ..analysis.paths import collect_paths
 from ..errors import UserInputError
 from ..models import create_model, model_spec
@@ -125,13 +125,6 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         **record.summary(),
         "history": result.history,
     }
-    if options.save_paths:
-        record.save(run.arrays / "paths_test.npz")
-    if distributed.is_main_process():
-        from ..report import figures_decouple as figures
-
-        figures.draw_filter_states(record, run.figures / "filter_states.png")
-        figures.draw_activation_histograms(record, run.figures / "activation_counts.png")
-        figures.draw_flops_per_input(record, run.figures / "flops_per_input.png")
+    write_path_record(record, run, train_config.eval_split, save_paths=options.save_paths)
     run.update_metrics("decouple", summary)
     return summary
