@@ -69,3 +69,12 @@ python decouple_resnet20.py --model resnet56 --epochs 20 --threads 1 --compile -
     --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=8 gate_lr_scale=3 \
     gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=4 lambda_mi=0.1
 python decouple_resnet20.py --table --model resnet56
+# How much of the class the paths carry, over the ResNet-20 λm sweep (records the training split's paths where missing):
+python path_class_information.py --runs ls_mi_conv1_r045_ramp_bnbias_detach_pf3 ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01 \
+    ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm10 ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_20ep
+# ResNet-56 over 30 epochs (over three hours each on one core: they span sessions, resumed with --resume), dense and
+# decoupled (main settings, R ramped over 10 epochs, path fine-tuning over the last 5, L_mi at λm 0.03):
+python baseline_resnet20.py --model resnet56 --epochs 30 --compile --threads 1
+python decouple_resnet20.py --model resnet56 --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep \
+    --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 \
+    gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=5 lambda_mi=0.03

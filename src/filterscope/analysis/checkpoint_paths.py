@@ -84,15 +84,12 @@ def record_checkpoint_paths(
     from ..decouple.wrap import load_decoupled
     from ..distributed import resolve_device
     from ..models import model_spec
-    from ..models.checkpoint import read_checkpoint
 
     checkpoint = checkpoint_of(run_or_checkpoint)
-    payload = read_checkpoint(checkpoint)
-    model = load_decoupled(checkpoint)
-    base_name = payload["base_model"]  # load_decoupled has refused checkpoints without one
-    spec = model_spec(base_name)
+    model = load_decoupled(checkpoint)  # refuses checkpoints of custom models, whose normalisation it cannot know
+    spec = model_spec(model.model_name)
     dataset = load_dataset(data, split, mean=spec.mean, std=spec.std, val_fraction=val_fraction, seed=seed,
-                           expected_image_shape=spec.input_shape, expected_num_classes=payload["num_classes"])
+                           expected_image_shape=spec.input_shape, expected_num_classes=model.num_classes)
     torch_device = resolve_device(device)
     record = collect_paths(model.to(torch_device), DataLoader(dataset, batch_size=batch_size, shuffle=False),
                            device=torch_device, progress=progress, keep_paths=save_paths)
