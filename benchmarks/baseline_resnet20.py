@@ -84,7 +84,8 @@ def main() -> None:
     table = (
         f"# Dense reference: {args.model} fine-tuned on CIFAR-10 JPEG\n\n"
         f"Start (shared checkpoint) test top-1: {before['accuracy']:.4f}; after {args.epochs} epochs: "
-        f"{final['accuracy']:.4f}. Wall time {wall / 60:.1f} min.\n\n"
+        f"{final['accuracy']:.4f}. Training time (sum of the epochs) {sum(h['epoch_seconds'] for h in result.history) / 60:.1f} min"
+        + (f"; this resumed process ran {wall / 60:.1f} min" if args.resume else "") + ".\n\n"
         "| epoch | train top-1 | test top-1 | seconds |\n|---|---|---|---|\n" + rows
     )
     print(write_results(f"baseline_{args.model}_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table))
