@@ -34,13 +34,14 @@ def stage_of(layer_name: str) -> str:
     return layer_name.split(".")[0]  # "layer3.1.conv1" → "layer3"
 
 
-def path_classifier_accuracy(train: PathRecord, test: PathRecord, columns: np.ndarray, seed: int) -> tuple[float, float]:
+def path_classifier_accuracy(train: PathRecord, train_paths: np.ndarray, test: PathRecord, test_paths: np.ndarray,
+                             columns: np.ndarray, seed: int) -> tuple[float, float]:
     """(test accuracy against the labels, agreement with the network's predictions) of a classifier on ``columns``."""
     if len(columns) == 0:
         return float("nan"), float("nan")
     classifier = LogisticRegression(max_iter=2000, random_state=seed)
-    classifier.fit(train.paths()[:, columns].astype(np.float32), train.labels)
-    predicted = classifier.predict(test.paths()[:, columns].astype(np.float32))
+    classifier.fit(train_paths[:, columns].astype(np.float32), train.labels)
+    predicted = classifier.predict(test_paths[:, columns].astype(np.float32))
     return float((predicted == test.labels).mean()), float((predicted == test.predictions).mean())
 
 
@@ -54,12 +55,13 @@ def measure(run: str, model: str, data: str, seed: int) -> dict:
     counts = np.concatenate(train.activation_counts)
     dynamic = np.flatnonzero((counts > 0) & (counts < train.num_samples))
     layer_of_column = np.concatenate([[name] * width for name, width in zip(train.layer_names, train.layer_widths)])
+    train_paths, test_paths = train.paths(), test.paths()
     started = time.time()
-    accuracy, agreement = path_classifier_accuracy(train, test, dynamic, seed)
+    accuracy, agreement = path_classifier_accuracy(train, train_paths, test, test_paths, dynamic, seed)
     per_stage = {}
     for stage in sorted({stage_of(name) for name in train.layer_names}):
         columns = dynamic[[stage_of(layer_of_column[c]) == stage for c in dynamic]]
-        stage_accuracy, _ = path_classifier_accuracy(train, test, columns, seed)
+        stage_accuracy, _ = path_classifier_accuracy(train, train_paths, test, test_paths, columns, seed)
         per_stage[stage] = {"dynamic_filters": int(len(columns)), "accuracy": stage_accuracy}
     return {
         "run": run,
