@@ -34,6 +34,19 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def check_choices(config: Any) -> None:
+    """Raise one clear error for a field whose value is not among its ``metadata["choices"]``.
+
+    The choices are declared once, on the dataclass field; the CLI lists them (see
+    :func:`add_dataclass_arguments`) and this checks them for callers of the Python API.
+    """
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices is not None and value not in choices:
+            raise UserInputError(f"unknown {field.name.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}.")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per field of ``cls``; flags not given stay absent from the namespace."""
     hints = typing.get_type_hints(cls)

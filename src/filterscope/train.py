@@ -25,6 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
+from .config import check_choices
 from .errors import UserInputError
 from .evaluate import EvalResult, evaluate
 from .models import create_model, model_spec
@@ -104,8 +105,7 @@ class TrainConfig:
             raise UserInputError(f"batch size must be at least 1, got {self.batch_size}.")
         if not self.lr > 0:
             raise UserInputError(f"learning rate must be positive, got {self.lr}.")
-        if self.schedule not in SCHEDULES:
-            raise UserInputError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+        check_choices(self)  # schedule
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
         if self.eval_split not in ("test", "val"):

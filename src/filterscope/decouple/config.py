@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, fields
 
+from ..config import check_choices
 from ..errors import UserInputError
 from .presets import PRESET_FOR_MODEL, PRESETS
 
@@ -132,12 +133,7 @@ class DecoupleConfig:
     def validate(self) -> None:
         if self.reduction < 1:
             raise UserInputError(f"reduction γ must be at least 1, got {self.reduction}.")
-        if self.gate_bias_order not in GATE_BIAS_ORDERS:
-            raise UserInputError(f"unknown gate bias order {self.gate_bias_order!r}; choose one of {', '.join(GATE_BIAS_ORDERS)}.")
-        if self.sparsity_on not in SPARSITY_ON:
-            raise UserInputError(f"sparsity_on must be one of {', '.join(SPARSITY_ON)}, got {self.sparsity_on!r}.")
-        if self.sparsity_form not in SPARSITY_FORMS:
-            raise UserInputError(f"unknown sparsity form {self.sparsity_form!r}; choose one of {', '.join(SPARSITY_FORMS)}.")
+        check_choices(self)  # gate_bias_order, sparsity_form, sparsity_on
         for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs",
                      "path_finetune_epochs"):
             value = getattr(self, name)
