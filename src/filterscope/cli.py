@@ -12,6 +12,42 @@ import sys
 
 from .errors import UserInputError
 
+SPLITS = ("train", "val", "test")
+
+
+def _add_data_arguments(parser, *, split_default: str = "test", split_help: str | None = None, eval_split: bool = False) -> None:
+    """The data flags the analysis verbs share: --data, --split (and --eval-split), --val-fraction."""
+    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
+    parser.add_argument("--split", default=split_default, choices=SPLITS, help=split_help)
+    if eval_split:
+        parser.add_argument("--eval-split", default="test", choices=SPLITS)
+    parser.add_argument("--val-fraction", type=float, default=0.0)
+
+
+def _add_execution_arguments(parser, *, threads: bool = False) -> None:
+    """The flags for how an analysis verb runs and prints: --batch-size, --device (--threads), --json."""
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_analysis_arguments(parser, *, split_help: str) -> None:
+    """The flags of the per-class analysis verbs (influence, semantic-prune): the statistics come
+    from --split, the evaluation from --eval-split, and --run-dir also writes a run directory."""
+    _add_data_arguments(parser, split_default="train", split_help=split_help, eval_split=True)
+    parser.add_argument("--run-dir", default=None, help="also write metrics, arrays and figures into this run directory")
+    _add_execution_arguments(parser, threads=True)
+
+
+def _write_verb_config(args) -> None:
+    """Record the verb's flags as the run directory's config.yaml, unless the directory already has one."""
+    from .rundir import RunDir
+
+    if args.run_dir is not None and not (RunDir(args.run_dir).path / "config.yaml").exists():
+        RunDir(args.run_dir).write_config({"verb": args.verb, **{k: v for k, v in vars(args).items() if k != "verb"}})
+
 
 def _add_train_parser(verbs) -> None:
     from .config import add_dataclass_arguments
@@ -77,12 +113,8 @@ def _add_eval_parser(verbs) -> None:
     parser = verbs.add_parser("eval", help="evaluate a checkpoint on a data split")
     parser.add_argument("--model", required=True, choices=sorted(MODELS))
     parser.add_argument("--weights", help="checkpoint path (omit to evaluate fresh weights)")
-    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--val-fraction", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_arguments(parser)
+    _add_execution_arguments(parser)
 
 
 def _run_eval(args) -> int:
@@ -106,15 +138,11 @@ def _add_paths_parser(verbs) -> None:
         "paths", help="calculation paths and filter states of a decoupled model over a data split; written into its run directory"
     )
     parser.add_argument("checkpoint", help="a `filterscope decouple` run directory or a decoupled checkpoint file")
-    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--val-fraction", type=float, default=0.0)
+    _add_data_arguments(parser)
     parser.add_argument("--run-dir", help="where to write (default: the run directory of the checkpoint)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-save-paths", dest="save_paths", action="store_false",
                         help="write filter states and figures only, not the bit-packed paths")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_execution_arguments(parser)
 
 
 def _run_paths(args) -> int:
@@ -222,27 +250,18 @@ def _add_influence_parser(verbs) -> None:
     )
     parser.add_argument("--model", required=True, choices=sorted(MODELS))
     parser.add_argument("--weights", help="checkpoint path")
-    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
     parser.add_argument("--k1", type=int, default=5, help="features counted per instance (top by l1 norm)")
     parser.add_argument("--k2", type=int, default=5, help="features kept per class")
     parser.add_argument("--criterion", default="l1", choices=sorted(CRITERIA))
     parser.add_argument("--labels", default="true", choices=LABEL_SOURCES, help="group instances by true or predicted class")
     parser.add_argument("--at", default="final", help="'final' (input of the final linear layer) or a unit name")
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"), help="split the index sets come from")
-    parser.add_argument("--eval-split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--val-fraction", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
-    parser.add_argument("--run-dir", default=None, help="also write metrics, arrays and figures into this run directory")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_analysis_arguments(parser, split_help="split the index sets come from")
 
 
 def _run_influence(args) -> int:
     import torch
 
     from .analysis.influence import InfluenceConfig, analyze_checkpoint
-    from .rundir import RunDir
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -252,8 +271,7 @@ def _run_influence(args) -> int:
         val_fraction=args.val_fraction, batch_size=args.batch_size, device=args.device, run_dir=args.run_dir,
         progress=not args.json,
     )
-    if args.run_dir is not None and not (RunDir(args.run_dir).path / "config.yaml").exists():
-        RunDir(args.run_dir).write_config({"verb": "influence", **{k: v for k, v in vars(args).items() if k != "verb"}})
+    _write_verb_config(args)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -279,29 +297,20 @@ def _add_semantic_prune_parser(verbs) -> None:
     )
     parser.add_argument("--model", required=True, choices=sorted(MODELS))
     parser.add_argument("--weights", help="checkpoint path")
-    parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
     parser.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: every class)")
     parser.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES, help="nwp (network-wise), lwp (layer-wise)")
     parser.add_argument("--ratios", nargs="+", default=[str(r) for r in DEFAULT_RATIOS],
                         help="ratios θ in [0, 1], '0-score' or 'median'")
     parser.add_argument("--where", default="post", choices=WHERE, help="where filter responses are read")
     parser.add_argument("--exclude", nargs="*", default=[], help="unit names never pruned")
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"), help="split the responses come from")
-    parser.add_argument("--eval-split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--val-fraction", type=float, default=0.0)
+    _add_analysis_arguments(parser, split_help="split the responses come from")
     parser.add_argument("--masks-per-pass", type=int, default=8, help="pruned networks evaluated in one forward pass")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads")
-    parser.add_argument("--run-dir", default=None, help="also write metrics, arrays and figures into this run directory")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _run_semantic_prune(args) -> int:
     import torch
 
     from .analysis.semantic_pruning import SemanticPruningConfig, analyze_checkpoint
-    from .rundir import RunDir
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -314,8 +323,7 @@ def _run_semantic_prune(args) -> int:
         val_fraction=args.val_fraction, batch_size=args.batch_size, device=args.device, run_dir=args.run_dir,
         progress=not args.json,
     )
-    if args.run_dir is not None and not (RunDir(args.run_dir).path / "config.yaml").exists():
-        RunDir(args.run_dir).write_config({"verb": "semantic-prune", **{k: v for k, v in vars(args).items() if k != "verb"}})
+    _write_verb_config(args)
     if args.json:
         print(json.dumps(summary))
         return 0
