@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     val_fraction: float = 0.0
-    eval_split: str = "test"
+    eval_split: str = field(default="test", metadata={"choices": ("test", "val")})
     device: str = "cpu"
     workers: int = 0
     threads: int | None = None
@@ -105,11 +105,9 @@ class TrainConfig:
             raise UserInputError(f"batch size must be at least 1, got {self.batch_size}.")
         if not self.lr > 0:
             raise UserInputError(f"learning rate must be positive, got {self.lr}.")
-        check_choices(self)  # schedule
+        check_choices(self)  # schedule, eval_split
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
-        if self.eval_split not in ("test", "val"):
-            raise UserInputError(f"eval split must be 'test' or 'val', got {self.eval_split!r}.")
         if self.eval_split == "val" and self.val_fraction == 0:
             raise UserInputError("eval split 'val' needs a validation split: pass --val-fraction, e.g. 0.1.")
         if self.compile and not self.device.startswith("cuda") and not cxx_compiler_available():
