@@ -150,12 +150,48 @@ def draw_dynamic_share(model: str, runs: list[tuple[str, float, float]], static:
     return save_figure(figure, RESULTS / f"decouple_{model}_dynamic.png")
 
 
+def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], references: dict[int, list[dict]]) -> Path:
+    """Test top-1 per epoch of the decoupled runs longer than 10 epochs beside the dense reference of
+    the same length, and their share of dynamic filters: where, over training, the gap opens or closes."""
+    from filterscope.report.figures import plt, save_figure
+
+    figure, (accuracy_axis, dynamic_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for name, history in runs:
+        color = next(colors)
+        epochs = [row["epoch"] for row in history]
+        accuracy_axis.plot(epochs, [row["test_accuracy"] for row in history], color=color, marker="o", markersize=3,
+                           label=f"decoupled {name}")
+        dynamic_axis.plot(epochs, [100 * row["gated_dynamic_fraction"] for row in history], color=color, marker="o",
+                          markersize=3, label=f"{name}")
+    shades = iter(("k", "0.45", "0.7"))
+    for length in sorted({len(history) for _, history in runs} & set(references)):
+        dense = references[length]
+        accuracy_axis.plot([row["epoch"] for row in dense], [row["test_accuracy"] for row in dense], color=next(shades),
+                           linestyle="--", label=f"dense reference, {length} epochs")
+    dynamic_axis.axhline(20, color="k", linestyle=":", linewidth=1, label="20 % (the issue's target)")
+    accuracy_axis.set_xlabel("epoch")
+    accuracy_axis.set_ylabel("test top-1 (evaluation gates)")
+    dynamic_axis.set_xlabel("epoch")
+    dynamic_axis.set_ylabel("% dynamic filters (test split)")
+    accuracy_axis.set_title(f"{model_title(model)}: decoupled (solid) and dense (dashed, grey), same schedule", fontsize=9)
+    dynamic_axis.set_title("share of gated filters that are dynamic", fontsize=9)
+    for axis in (accuracy_axis, dynamic_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    return save_figure(figure, RESULTS / f"decouple_{model}_curves.png")
+
+
 def write_table(model: str) -> None:
     rows = []
     points = []  # (kind, label, FLOPs reduction, top-1) for the figure
     static_2x = None
+    references = {}  # epochs -> per-epoch history of the dense reference, for the curves
+    long_runs = []  # (name, history) of the decoupled runs longer than 10 epochs
     for path in sorted(RESULTS.glob(f"baseline_{model}_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
+        if "teacher" not in path.stem:
+            references[baseline["epochs"]] = baseline["history"]
         kind = "dense reference, repeat (distillation teacher)" if "teacher" in path.stem else "dense reference"
         rows.append(f"| {kind} ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
         points.append(("dense", f"{baseline['epochs']} ep", 1.0, baseline["test_accuracy"]))
@@ -182,6 +218,8 @@ def write_table(model: str) -> None:
         # L_s + L_mi with gates on the blocks' first convs, per-input budget, no distillation
         kind = ("decoupled_pf" if config.get("path_finetune_epochs") else "decoupled") if main_settings else "other"
         points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
+        if result["epochs"] > 10 and main_settings:
+            long_runs.append((path.stem.removeprefix(f"decouple_{model}_"), result["history"]))
         if result["epochs"] == 10 and 2.05 < measured["flops_reduction"] < 2.3:
             near_2x.append((path.stem.removeprefix(f"decouple_{model}_"), measured["dynamic_fraction"], measured["accuracy"]))
         rows.append(
@@ -203,6 +241,10 @@ def write_table(model: str) -> None:
                + (" (grey: the Table 7 ablation rows, earlier settings and the other variants beyond the paper)"
                   if any(kind == "other" for kind, *_ in points) else "") + ".\n")
     draw_tradeoff(model, points)
+    if long_runs:
+        draw_training_curves(model, long_runs, references)
+        footer += (f"\nTest top-1 and dynamic share per epoch of the runs longer than 10 epochs, beside the dense "
+                   f"reference of the same length: `decouple_{model}_curves.png`.\n")
     if len(near_2x) > 2:  # a correlation needs a few runs
         draw_dynamic_share(model, near_2x, static_2x)
         footer += (f"\nTop-1 against the share of dynamic filters for the 10-epoch runs at 2.05–2.3×: `decouple_{model}_dynamic.png`; "
