@@ -78,6 +78,7 @@ python baseline_resnet20.py --model resnet56 --epochs 30 --compile --threads 1
 python decouple_resnet20.py --model resnet56 --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep \
     --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 \
     gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=5 lambda_mi=0.03
-# The same on ResNet-56 (per-layer λm 0.01, network budget λm 0.1, per-layer λm 0.1 over 20 epochs):
+# The same on ResNet-56 (per-layer λm 0.01, network budget λm 0.1, per-layer λm 0.1 over 20 epochs, λm 0.03 over 30):
 python path_class_information.py --model resnet56 --runs ls_mi_conv1_r045_ramp_bnbias_detach_pf3 \
-    ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01_network ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_lm01_20ep
+    ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01_network ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_lm01_20ep \
+    ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep
