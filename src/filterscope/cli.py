@@ -12,11 +12,11 @@ import sys
 
 from .errors import UserInputError
 
-SPLITS = ("train", "val", "test")
-
 
 def _add_data_arguments(parser, *, split_default: str = "test", split_help: str | None = None, eval_split: bool = False) -> None:
     """The data flags the analysis verbs share: --data, --split (and --eval-split), --val-fraction."""
+    from .data import SPLITS
+
     parser.add_argument("--data", required=True, help="registered data set name, or a folder or .zip of split/class/image files")
     parser.add_argument("--split", default=split_default, choices=SPLITS, help=split_help)
     if eval_split:
