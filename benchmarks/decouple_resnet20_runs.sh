@@ -82,3 +82,6 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 1 --compile -
 python path_class_information.py --model resnet56 --runs ls_mi_conv1_r045_ramp_bnbias_detach_pf3 \
     ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01_network ls_mi_conv1_r045_ramp8_bnbias_detach_pf4_lm01_20ep \
     ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep
+# Static pruning of the same units over the same 30 epochs: how much of the 30-epoch decoupled run's gap any fixed 2× mask costs
+# (spans sessions: resumed with --resume).
+python static_pruned_resnet20.py --model resnet56 --ratio 0.45 --epochs 30 --threads 2 --compile

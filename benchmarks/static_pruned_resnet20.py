@@ -7,7 +7,7 @@ reference's schedule (benchmarks/baseline_resnet20.py: SGD momentum 0.9, weight 
 lr 0.02 cosine, crop + flip, seed 0). It tells whether a decoupling run's gap to the dense reference
 comes from the gates or from fine-tuning a network of that size for 10 epochs.
 
-    python benchmarks/static_pruned_resnet20.py [--model resnet20] [--ratio 0.45] [--epochs 10] [--threads 1] [--compile]
+    python benchmarks/static_pruned_resnet20.py [--model resnet20] [--ratio 0.45] [--epochs 10] [--threads 1] [--compile] [--resume]
         [--distill-weight 1 --teacher CHECKPOINT]   # the same distillation the decoupled runs can get
 """
 
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from --teacher (0: off)")
     parser.add_argument("--teacher", default=None, help="dense checkpoint of the same model to distil from")
     parser.add_argument("--shared", default=str(shared_dir()))
@@ -67,11 +68,12 @@ def main() -> None:
     pruned_flops = count_costs(pruned, (3, 32, 32)).total_flops
     if (args.distill_weight > 0) != (args.teacher is not None):
         parser.error("--distill-weight > 0 and --teacher go together.")
-    name = f"static_pruned_{args.model}_r{args.ratio:g}" + ("_kd" if args.teacher else "")
+    name = (f"static_pruned_{args.model}_r{args.ratio:g}" + ("_kd" if args.teacher else "")
+            + (f"_{args.epochs}ep" if args.epochs != 10 else ""))  # the 10-epoch runs came first and keep their names
     config = TrainConfig(
         model=args.model, data=str(data), weights=None, epochs=args.epochs, batch_size=128, lr=0.02, momentum=0.9,
         weight_decay=5e-4, schedule="cosine", seed=0, augment=True, run_dir=str(CHECKPOINTS / name), progress=True,
-        threads=args.threads, compile=args.compile,
+        threads=args.threads, compile=args.compile, resume=args.resume,
     )
     before = evaluate_checkpoint(args.model, str(weights), str(data), split="test", progress=False)["accuracy"]
     start = time.time()
@@ -86,6 +88,7 @@ def main() -> None:
         "dense_flops": dense_flops, "pruned_flops": pruned_flops, "flops_reduction": dense_flops / pruned_flops,
         "dense_test_accuracy_before": before, "test_accuracy": result.final["accuracy"], "epochs": args.epochs,
         "history": history, "wall_seconds": time.time() - start, "seed": 0,
+        "training_seconds": sum(epoch["epoch_seconds"] for epoch in history),  # over every process of a resumed run
         "distill_weight": args.distill_weight, "teacher": args.teacher,
     }
     rows = "\n".join(f"| {e['epoch']} | {e['train_accuracy']:.4f} | {e['test_accuracy']:.4f} |" for e in history)
