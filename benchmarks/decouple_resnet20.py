@@ -80,6 +80,8 @@ def run_variant(args) -> None:
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
     summary["wall_seconds"] = time.time() - start
+    summary["wall_seconds_note"] = "this process only (a resumed run's earlier processes are not counted); see training_seconds"
+    summary["training_seconds"] = sum(epoch["epoch_seconds"] for epoch in summary["history"])  # over every process
     summary["train_config"] = asdict(train_config)
     summary["variant"] = args.variant
     table = (f"# decouple {name}\n\ntop-1 {summary['accuracy']:.4f}, FLOPs reduction {summary['flops_reduction']:.2f}×, "

@@ -88,6 +88,7 @@ def main() -> None:
         "dense_flops": dense_flops, "pruned_flops": pruned_flops, "flops_reduction": dense_flops / pruned_flops,
         "dense_test_accuracy_before": before, "test_accuracy": result.final["accuracy"], "epochs": args.epochs,
         "history": history, "wall_seconds": time.time() - start, "seed": 0,
+        "wall_seconds_note": "this process only (a resumed run's earlier processes are not counted); see training_seconds",
         "training_seconds": sum(epoch["epoch_seconds"] for epoch in history),  # over every process of a resumed run
         "distill_weight": args.distill_weight, "teacher": args.teacher,
     }
