@@ -13,6 +13,15 @@ import sys
 from .errors import UserInputError
 
 
+def _add_model_arguments(parser, *, weights_help: str | None = "checkpoint path") -> None:
+    """--model (a built-in model name) and, unless ``weights_help`` is None, --weights."""
+    from .models import MODELS
+
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    if weights_help is not None:
+        parser.add_argument("--weights", help=weights_help)
+
+
 def _add_data_arguments(parser, *, split_default: str = "test", split_help: str | None = None, eval_split: bool = False) -> None:
     """The data flags the analysis verbs share: --data, --split (and --eval-split), --val-fraction."""
     from .data import SPLITS
@@ -108,11 +117,8 @@ def _run_decouple(args) -> int:
 
 
 def _add_eval_parser(verbs) -> None:
-    from .models import MODELS
-
     parser = verbs.add_parser("eval", help="evaluate a checkpoint on a data split")
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
-    parser.add_argument("--weights", help="checkpoint path (omit to evaluate fresh weights)")
+    _add_model_arguments(parser, weights_help="checkpoint path (omit to evaluate fresh weights)")
     _add_data_arguments(parser)
     _add_execution_arguments(parser)
 
@@ -191,10 +197,8 @@ def _run_demo(args) -> int:
 
 
 def _add_units_parser(verbs) -> None:
-    from .models import MODELS
-
     parser = verbs.add_parser("units", help="list a model's conv units with their FLOPs and parameters")
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    _add_model_arguments(parser, weights_help=None)
     parser.add_argument("--num-classes", type=int, default=None)
     parser.add_argument("--json", action="store_true")
 
@@ -243,13 +247,11 @@ def _run_models(args) -> int:
 
 def _add_influence_parser(verbs) -> None:
     from .analysis.influence import CRITERIA, LABEL_SOURCES
-    from .models import MODELS
 
     parser = verbs.add_parser(
         "influence", help="class-specific influential features (Algorithm 1) and the decomposed final layer"
     )
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
-    parser.add_argument("--weights", help="checkpoint path")
+    _add_model_arguments(parser)
     parser.add_argument("--k1", type=int, default=5, help="features counted per instance (top by l1 norm)")
     parser.add_argument("--k2", type=int, default=5, help="features kept per class")
     parser.add_argument("--criterion", default="l1", choices=sorted(CRITERIA))
@@ -290,13 +292,11 @@ def _run_influence(args) -> int:
 def _add_semantic_prune_parser(verbs) -> None:
     from .analysis.semantic_pruning import DEFAULT_RATIOS, MODES
     from .capture import WHERE
-    from .models import MODELS
 
     parser = verbs.add_parser(
         "semantic-prune", help="prune filters for one class by accumulated response (no retraining) and evaluate"
     )
-    parser.add_argument("--model", required=True, choices=sorted(MODELS))
-    parser.add_argument("--weights", help="checkpoint path")
+    _add_model_arguments(parser)
     parser.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: every class)")
     parser.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES, help="nwp (network-wise), lwp (layer-wise)")
     parser.add_argument("--ratios", nargs="+", default=[str(r) for r in DEFAULT_RATIOS],
