@@ -563,3 +563,49 @@ def test_compiled_training_step_gives_the_eager_loss_and_gradients():
         assert (a.grad is None) == (b.grad is None), name
         if a.grad is not None:
             assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+
+
+class OwnDigitsNet(nn.Module):
+    """A user's own CNN, not a registered model; its attributes say how to normalise the data."""
+
+    input_shape, input_mean, input_std = (1, 8, 8), (0.5,), (0.5,)
+
+    def __init__(self):
+        super().__init__()
+
+        def unit(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(*unit(1, 16), *unit(16, 32), *unit(32, 32), *unit(32, 32))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_run_decoupling_takes_your_own_module_and_leaves_it_untouched(tmp_path):
+    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+    from filterscope.train import TrainConfig, train
+
+    # model="resnet20" expects 3×32×32 images: the run can only work if the module's own attributes are used
+    common = dict(model="resnet20", data="digits", batch_size=64, progress=False, threads=1)
+    pretrained = train(TrainConfig(**common, epochs=6, lr=0.05, run_dir=str(tmp_path / "dense")), model=OwnDigitsNet()).model
+    before = copy.deepcopy(pretrained.state_dict())
+    config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.5, sparsity_form="mean", sparsity_on="evaluation", gate_lr_scale=10.0)
+    options = DecouplingRunOptions(recalibrate_bn_images=1000)
+    summary = run_decoupling(TrainConfig(**common, epochs=4, lr=0.02, run_dir=str(tmp_path / "decoupled")), config, options,
+                             model=pretrained)
+    assert all(torch.equal(before[key], value) for key, value in pretrained.state_dict().items())
+    assert summary["model"] == "OwnDigitsNet"
+    assert summary["accuracy"] > 0.5 and summary["flops_reduction"] > 1.0
+
+    checkpoint = tmp_path / "decoupled" / "checkpoints" / "last.pt"
+    with pytest.raises(UserInputError, match="base_model"):
+        load_decoupled(checkpoint)
+    reloaded = load_decoupled(checkpoint, base_model=OwnDigitsNet())
+    test = load_dataset("digits", "test", mean=OwnDigitsNet.input_mean, std=OwnDigitsNet.input_std)
+    assert collect_paths(reloaded, DataLoader(test, batch_size=500), progress=False).accuracy == summary["accuracy"]
+
+    with pytest.raises(UserInputError, match="not both"):
+        run_decoupling(TrainConfig(**common, weights=str(checkpoint), run_dir=str(tmp_path / "both")), config, options,
+                       model=pretrained)

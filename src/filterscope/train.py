@@ -153,6 +153,17 @@ def learning_rate_factor(config: TrainConfig, step: int, steps_per_epoch: int) -
     return 1.0
 
 
+def input_normalization(config: TrainConfig, model: nn.Module | None = None) -> tuple[tuple, tuple, tuple]:
+    """(mean, std, image shape) the data is normalised with: the model's own ``input_mean``,
+    ``input_std`` and ``input_shape`` attributes when it has all three, else those of the
+    registered ``config.model``."""
+    own = [getattr(model, name, None) for name in ("input_mean", "input_std", "input_shape")]
+    if all(value is not None for value in own):
+        return tuple(own[0]), tuple(own[1]), tuple(own[2])
+    spec = model_spec(config.model)
+    return tuple(spec.mean), tuple(spec.std), tuple(spec.input_shape)
+
+
 def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | None):
     """The training set (augmented) and the evaluation set of ``config``."""
     from .data import load_dataset
@@ -197,6 +208,7 @@ def train(
     Args:
         config: the run's settings.
         model: a model to train instead of building ``config.model``; it is copied, never changed.
+            The data is normalised as :func:`input_normalization` says.
         objective: maps (model, images, labels, global step) to (loss, logits, loss terms).
         param_groups: optional ``model -> optimizer parameter groups`` (e.g. a separate gate rate).
         epoch_metrics: optional ``(model, epoch) -> dict`` logged after every epoch.
@@ -220,16 +232,7 @@ def train(
         )
 
     torch.manual_seed(config.seed)
-    if model is None:
-        spec = model_spec(config.model)
-        mean, std, image_shape = spec.mean, spec.std, spec.input_shape
-    else:
-        mean = getattr(model, "input_mean", None)
-        std = getattr(model, "input_std", None)
-        image_shape = getattr(model, "input_shape", None)
-        if mean is None or std is None or image_shape is None:
-            spec = model_spec(config.model)
-            mean, std, image_shape = spec.mean, spec.std, spec.input_shape
+    mean, std, image_shape = input_normalization(config, model)
     train_set, eval_set = load_data(config, mean, std, image_shape, config.num_classes)
     num_classes = len(train_set.classes)
     if model is None:

@@ -9,17 +9,19 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import copy
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..analysis.checkpoint_paths import write_path_record
 from ..analysis.paths import collect_paths
 from ..errors import UserInputError
-from ..models import create_model, model_spec
+from ..models import create_model, load_weights
 from ..rundir import RunDir
-from ..train import TrainConfig, load_data, shard_for_evaluation, train
+from ..train import TrainConfig, input_normalization, load_data, shard_for_evaluation, train
 from .batchnorm import recalibrate_batchnorm
 from .config import DecoupleConfig
 from .objective import DecouplingObjective
@@ -62,21 +64,31 @@ def gate_param_groups(model: DecoupledModel, train_config: TrainConfig, decouple
 
 
 def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
-                   options: DecouplingRunOptions | None = None) -> dict[str, Any]:
-    """Decouple ``train_config.model`` (from ``train_config.weights``) and train it.
+                   options: DecouplingRunOptions | None = None, *, model: nn.Module | None = None) -> dict[str, Any]:
+    """Decouple ``train_config.model`` (from ``train_config.weights``), or your own ``model``, and train it.
+
+    Args:
+        model: a pretrained network of your own to decouple instead of the registered
+            ``train_config.model``; it is copied, never changed. The data is normalised with its
+            ``input_mean``, ``input_std`` and ``input_shape`` attributes when it has all three, else
+            as ``train_config.model``'s. Its checkpoints load with
+            ``load_decoupled(path, base_model=<the same architecture>)``.
 
     Returns:
         The final summary (also in ``metrics.json`` under ``"decouple"``): accuracy, FLOPs, filter states.
     """
     options = options or DecouplingRunOptions()
-    spec = model_spec(train_config.model)
     train_config.validate()
-    train_set, eval_set = load_data(train_config, spec.mean, spec.std, spec.input_shape, train_config.num_classes)
+    if model is not None and train_config.weights:
+        raise UserInputError("pass either your own model or train_config.weights, not both; load the weights into the model first.")
+    mean, std, input_shape = input_normalization(train_config, model)
+    train_set, eval_set = load_data(train_config, mean, std, input_shape, train_config.num_classes)
     num_classes = len(train_set.classes)
-    base = create_model(train_config.model, num_classes, train_config.weights)
+    base = model if model is not None else create_model(train_config.model, num_classes, train_config.weights)
     torch.manual_seed(train_config.seed)  # the gates' random W1 and the classifiers W_cla come from the seed too
-    model = decouple(base, decouple_config, num_classes=num_classes, input_shape=spec.input_shape,
-                     model_name=train_config.model)
+    decoupled = decouple(base, decouple_config, num_classes=num_classes, input_shape=input_shape,
+                         model_name=train_config.model if model is None else None)
+    decoupled.input_mean, decoupled.input_std = mean, std  # how train() normalises the data for it
     steps_per_epoch = len(train_set) // train_config.batch_size  # as the training loop counts its global step
     if train_config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, train_config.max_steps_per_epoch)
@@ -84,10 +96,13 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
     teacher = None
     if options.distill_weight > 0:  # decouple() copied base; the teacher moves to the batch's device on use
-        teacher = create_model(train_config.model, num_classes, options.teacher_weights) if options.teacher_weights else base
+        teacher = base
+        if options.teacher_weights:
+            teacher = (create_model(train_config.model, num_classes, options.teacher_weights) if model is None
+                       else load_weights(copy.deepcopy(model), options.teacher_weights))
     elif options.teacher_weights:
         raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
-    objective = DecouplingObjective(model, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
+    objective = DecouplingObjective(decoupled, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
                                     use_sparsity=options.use_sparsity, teacher=teacher,
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature)
     eval_loader = DataLoader(shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
@@ -103,12 +118,12 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         return {"gated_" + key: value for key, value in summary.items()}
 
     run = RunDir(train_config.run_dir)
-    run.write_config({"decouple": asdict(model.config), "options": asdict(options)}, name="decouple.yaml")
+    run.write_config({"decouple": asdict(decoupled.config), "options": asdict(options)}, name="decouple.yaml")
     result = train(
         train_config,
-        model=model,
+        model=decoupled,
         objective=objective,
-        param_groups=lambda m: gate_param_groups(m, train_config, model.config),
+        param_groups=lambda m: gate_param_groups(m, train_config, decoupled.config),
         epoch_metrics=epoch_metrics,
         checkpoint_extra=decoupled_metadata,
         before_evaluation=before_evaluation,
@@ -117,7 +132,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     trained: DecoupledModel = result.model
     record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress)
     summary = {
-        "model": train_config.model,
+        "model": train_config.model if model is None else type(model).__name__,
         "data": train_config.data,
         "epochs": train_config.epochs,
         "decouple_config": asdict(trained.config),
