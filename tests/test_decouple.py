@@ -606,6 +606,15 @@ def test_run_decoupling_takes_your_own_module_and_leaves_it_untouched(tmp_path):
     test = load_dataset("digits", "test", mean=OwnDigitsNet.input_mean, std=OwnDigitsNet.input_std)
     assert collect_paths(reloaded, DataLoader(test, batch_size=500), progress=False).accuracy == summary["accuracy"]
 
+    # the checkpoint carries the normalisation, so the paths of another split need only the architecture
+    from filterscope.analysis.checkpoint_paths import record_checkpoint_paths
+
+    train_summary = record_checkpoint_paths(tmp_path / "decoupled", "digits", split="train", base_model=OwnDigitsNet(),
+                                            progress=False)
+    train_split = load_dataset("digits", "train", mean=OwnDigitsNet.input_mean, std=OwnDigitsNet.input_std)
+    assert train_summary["accuracy"] == collect_paths(reloaded, DataLoader(train_split, batch_size=500), progress=False).accuracy
+    assert reloaded.input_mean == OwnDigitsNet.input_mean and reloaded.input_std == OwnDigitsNet.input_std
+
     with pytest.raises(UserInputError, match="not both"):
         run_decoupling(TrainConfig(**common, weights=str(checkpoint), run_dir=str(tmp_path / "both")), config, options,
                        model=pretrained)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..errors import UserInputError
 from ..rundir import RunDir
 from .paths import PathRecord, collect_paths
@@ -63,6 +65,7 @@ def record_checkpoint_paths(
     seed: int = 0,
     save_paths: bool = True,
     progress: bool = True,
+    base_model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Record the calculation paths and filter states of a decoupled checkpoint over one split of ``data``.
 
@@ -74,6 +77,8 @@ def record_checkpoint_paths(
         run_dir: where to write; default the run directory the checkpoint belongs to
             (``<run>/checkpoints/last.pt`` → ``<run>``).
         save_paths: also write the bit-packed paths (``False``: filter states and figures only).
+        base_model: the undecoupled architecture of a run that decoupled your own network
+            (``run_decoupling(model=...)``); not needed for the built-in models.
 
     Returns:
         The summary written under ``metrics.json["paths_<split>"]``, with ``run_dir`` added.
@@ -86,10 +91,17 @@ def record_checkpoint_paths(
     from ..models import model_spec
 
     checkpoint = checkpoint_of(run_or_checkpoint)
-    model = load_decoupled(checkpoint)  # refuses checkpoints of custom models, whose normalisation it cannot know
-    spec = model_spec(model.model_name)
-    dataset = load_dataset(data, split, mean=spec.mean, std=spec.std, val_fraction=val_fraction, seed=seed,
-                           expected_image_shape=spec.input_shape, expected_num_classes=model.num_classes)
+    model = load_decoupled(checkpoint, base_model)  # a custom model's checkpoint needs base_model
+    if getattr(model, "input_mean", None) is not None and getattr(model, "input_std", None) is not None:
+        mean, std = model.input_mean, model.input_std  # as the run normalised them (stored in the checkpoint)
+    elif model.model_name:
+        spec = model_spec(model.model_name)
+        mean, std = spec.mean, spec.std
+    else:
+        raise UserInputError(f"{str(checkpoint)!r} does not say how its inputs were normalised; "
+                             "re-run the decoupling with this version of filterscope.")
+    dataset = load_dataset(data, split, mean=mean, std=std, val_fraction=val_fraction, seed=seed,
+                           expected_image_shape=tuple(model.input_shape), expected_num_classes=model.num_classes)
     torch_device = resolve_device(device)
     record = collect_paths(model.to(torch_device), DataLoader(dataset, batch_size=batch_size, shuffle=False),
                            device=torch_device, progress=progress, keep_paths=save_paths)

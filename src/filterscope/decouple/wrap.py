@@ -24,6 +24,7 @@ from .config import DecoupleConfig
 from .gate import ControllingModule, GatedConv, GatedOutput, GateSlot
 
 DECOUPLED_FORMAT = "filterscope.decoupled/1"
+NORMALISATION = ("input_mean", "input_std")  # optional checkpoint entries: the per-channel mean and std of the inputs
 
 
 class DecoupledModel(nn.Module):
@@ -190,13 +191,17 @@ def save_decoupled(model: DecoupledModel, path: str | Path, extra: dict | None =
 
 def decoupled_metadata(model: DecoupledModel) -> dict:
     """What :func:`load_decoupled` needs besides the weights."""
-    return {
+    metadata = {
         "format": DECOUPLED_FORMAT,
         "base_model": model.model_name,
         "num_classes": model.num_classes,
         "input_shape": list(model.input_shape),
         "decouple_config": asdict(model.config),
     }
+    for name in NORMALISATION:  # how its inputs are normalised, when the run said so (run_decoupling does)
+        if getattr(model, name, None) is not None:
+            metadata[name] = [float(v) for v in getattr(model, name)]
+    return metadata
 
 
 def load_decoupled(path: str | Path, base_model: nn.Module | None = None) -> DecoupledModel:
@@ -221,4 +226,7 @@ def load_decoupled(path: str | Path, base_model: nn.Module | None = None) -> Dec
                      input_shape=tuple(payload["input_shape"]), model_name=payload.get("base_model"))
     check_state_dict_fits(model, payload["state_dict"], str(path))
     model.load_state_dict(payload["state_dict"], strict=False)
+    for name in NORMALISATION:
+        if name in payload:
+            setattr(model, name, tuple(payload[name]))
     return model.eval()
