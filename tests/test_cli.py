@@ -200,3 +200,74 @@ def test_a_bad_flag_value_is_one_sentence_naming_the_choices_and_exit_2(capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "usage:" not in error
     assert "invalid choice: 'per-batch'" in error and "'network'" in error and "filterscope decouple --help" in error
+
+
+PLUGIN_SOURCE = '''
+from torch import nn
+
+from filterscope import register_model
+
+
+class PluginDigitsNet(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+
+        def unit(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(*unit(1, 16), *unit(16, 32), *unit(32, 32))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@register_model("plugin_digits_net", input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,), description="a user's own CNN")
+def plugin_digits_net(num_classes):
+    return PluginDigitsNet(num_classes)
+'''
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    from filterscope import plugins
+    from filterscope.models import MODELS
+
+    path = tmp_path / "my_models.py"
+    path.write_text(PLUGIN_SOURCE)
+    yield path
+    MODELS.pop("plugin_digits_net", None)
+    plugins._LOADED.clear()
+    sys.modules.pop("filterscope_plugin_my_models", None)
+
+
+def test_plugin_registers_a_model_for_train_decouple_and_paths(plugin_file, tmp_path, capsys):
+    code, out, _ = run_cli("--plugin", plugin_file, "models", capsys=capsys)
+    assert code == 0 and "plugin_digits_net" in out and "a user's own CNN" in out
+    # the flag may also stand after the verb; loading the same file twice registers once
+    common = ["--data", "digits", "--batch-size", "64", "--threads", "1", "--no-progress"]
+    code, _, err = run_cli("train", "--model", "plugin_digits_net", "--epochs", "3", "--lr", "0.05", *common,
+                           "--run-dir", tmp_path / "dense", "--plugin", plugin_file, capsys=capsys)
+    assert code == 0, err
+    code, out, err = run_cli("--plugin", plugin_file, "decouple", "--model", "plugin_digits_net", "--weights",
+                             tmp_path / "dense" / "checkpoints" / "last.pt", "--epochs", "2", "--lr", "0.02",
+                             "--sparsity-ratio", "0.5", "--recalibrate-bn-images", "500", *common,
+                             "--run-dir", tmp_path / "decoupled", capsys=capsys)
+    assert code == 0, err
+    decoupled = json.loads(out.strip().splitlines()[-1])
+    code, out, err = run_cli("--plugin", plugin_file, "paths", tmp_path / "decoupled", "--data", "digits", "--json",
+                             capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == decoupled["accuracy"]
+
+
+def test_bad_plugins_are_refused_in_one_sentence(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no GPU here')\n")
+    for arguments, fragment in [(["--plugin", tmp_path / "missing.py", "models"], "does not exist"),
+                                 (["--plugin", broken, "models"], "RuntimeError: no GPU here"),
+                                 (["--plugin", "no_such_module_here", "models"], "not importable"),
+                                 (["models", "--plugin"], "needs a value")]:
+        code, _, err = run_cli(*arguments, capsys=capsys)
+        assert_one_clear_error(code, err, fragment)
+    assert "filterscope_plugin_broken" not in sys.modules

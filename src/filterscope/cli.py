@@ -361,6 +361,9 @@ class OneSentenceParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneSentenceParser(prog="filterscope", description="Which filters does each input, and each class, actually use?")
+    parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
+                        help="a .py file or module that registers your own models or data sets (repeatable; "
+                             "allowed anywhere on the line)")
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_parser, _ in VERBS.values():
         add_parser(verbs)
@@ -368,6 +371,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .plugins import load_plugin, split_plugin_arguments
+
+    try:  # before the flags are built: what a plugin registers becomes a valid --model / --data
+        plugins, argv = split_plugin_arguments(list(sys.argv[1:] if argv is None else argv))
+        for plugin in plugins:
+            load_plugin(plugin)
+    except UserInputError as error:
+        print(f"filterscope: error: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
