@@ -618,3 +618,13 @@ def test_run_decoupling_takes_your_own_module_and_leaves_it_untouched(tmp_path):
     with pytest.raises(UserInputError, match="not both"):
         run_decoupling(TrainConfig(**common, weights=str(checkpoint), run_dir=str(tmp_path / "both")), config, options,
                        model=pretrained)
+
+
+def test_decouple_keeps_your_networks_normalisation_through_save_and_load(tmp_path):
+    decoupled = decouple(OwnDigitsNet(), DecoupleConfig(), num_classes=10, input_shape=(1, 8, 8))
+    assert (decoupled.input_mean, decoupled.input_std) == (OwnDigitsNet.input_mean, OwnDigitsNet.input_std)
+    save_decoupled(decoupled, tmp_path / "own.pt")
+    reloaded = load_decoupled(tmp_path / "own.pt", base_model=OwnDigitsNet())
+    assert (reloaded.input_mean, reloaded.input_std) == (OwnDigitsNet.input_mean, OwnDigitsNet.input_std)
+    plain = decouple(create_model("digits_cnn", 10), DecoupleConfig(), num_classes=10, input_shape=(1, 8, 8))
+    assert getattr(plain, "input_mean", None) is None  # built-in models take theirs from the registry

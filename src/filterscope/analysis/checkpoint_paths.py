@@ -98,8 +98,8 @@ def record_checkpoint_paths(
         spec = model_spec(model.model_name)
         mean, std = spec.mean, spec.std
     else:
-        raise UserInputError(f"{str(checkpoint)!r} does not say how its inputs were normalised; "
-                             "re-run the decoupling with this version of filterscope.")
+        raise UserInputError(f"{str(checkpoint)!r} does not say how its inputs were normalised; give the network "
+                             "input_mean and input_std attributes before decoupling it, or decouple it with run_decoupling.")
     dataset = load_dataset(data, split, mean=mean, std=std, val_fraction=val_fraction, seed=seed,
                            expected_image_shape=tuple(model.input_shape), expected_num_classes=model.num_classes)
     torch_device = resolve_device(device)
