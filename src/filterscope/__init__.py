@@ -13,6 +13,7 @@ from .analysis.semantic_pruning import SemanticPruningConfig, accumulate_respons
 from .capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
 from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
+from .decouple.run import DecouplingRunOptions, run_decoupling
 from .engine import count_costs
 from .errors import UserInputError
 from .evaluate import EvalResult, evaluate, evaluate_checkpoint
@@ -29,6 +30,7 @@ __all__ = [
     "DecomposedLinear",
     "DecoupleConfig",
     "DecoupledModel",
+    "DecouplingRunOptions",
     "InfluenceConfig",
     "SemanticPruningConfig",
     "accumulate_responses",
@@ -40,6 +42,7 @@ __all__ = [
     "record_checkpoint_paths",
     "decompose",
     "decouple",
+    "run_decoupling",
     "find_influential_features",
     "load_decoupled",
     "save_decoupled",
