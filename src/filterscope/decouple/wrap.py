@@ -177,9 +177,6 @@ def decouple(
     decoupled.gated_unit_indices = [u.index for u in chosen]
     decoupled.model_name = model_name
     decoupled.input_shape = tuple(input_shape)
-    for name in NORMALISATION:  # a network of your own may say how its inputs are normalised; keep that
-        if getattr(model, name, None) is not None:
-            setattr(decoupled, name, tuple(getattr(model, name)))
     decoupled.to(next(model.parameters()).device)
     return decoupled.train(model.training)
 
