@@ -628,3 +628,54 @@ def test_decouple_keeps_your_networks_normalisation_through_save_and_load(tmp_pa
     assert (reloaded.input_mean, reloaded.input_std) == (OwnDigitsNet.input_mean, OwnDigitsNet.input_std)
     plain = decouple(create_model("digits_cnn", 10), DecoupleConfig(), num_classes=10, input_shape=(1, 8, 8))
     assert getattr(plain, "input_mean", None) is None  # built-in models take theirs from the registry
+
+
+def spread_gate_logits(decoupled):
+    with torch.no_grad():
+        for module in decoupled.gate_modules():
+            module.controller.expand.weight.normal_(std=1.0)
+            module.controller.expand.bias.normal_(std=0.3)
+    return decoupled.eval()
+
+
+def test_shifted_threshold_opens_the_gates_where_the_logits_exceed_it(tmp_path):
+    from filterscope import shift_gate_threshold
+
+    _, decoupled = digits_decoupled()
+    spread_gate_logits(decoupled)
+    images = torch.randn(32, 1, 8, 8)
+    reference = decoupled(images)
+    logits = [slot.gate_logits.clone() for slot in decoupled.slots]
+    shifted = shift_gate_threshold(decoupled, -0.2)  # a deep copy, though the last pass left tensors with a graph
+    assert shifted.slots[0] is shifted.gate_modules()[0].slot is not decoupled.slots[0]
+    shifted(images)
+    assert torch.equal(shifted.last_gates()[0], (logits[0] > -0.2).float())  # the first gated layer sees the same input
+    assert shifted.last_gates()[0].sum() > (logits[0] > 0).sum()
+    assert torch.equal(decoupled(images), reference)  # the original is untouched
+    back = shift_gate_threshold(shifted, 0.2)
+    assert back.gate_threshold == pytest.approx(0.0)
+    assert torch.allclose(back(images), reference, atol=1e-6)
+    save_decoupled(shifted, tmp_path / "shifted.pt")
+    reloaded = load_decoupled(tmp_path / "shifted.pt")
+    assert reloaded.gate_threshold == pytest.approx(-0.2)
+    assert torch.allclose(reloaded(images), shifted(images), atol=1e-6)
+
+
+def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from filterscope import shift_gate_threshold, threshold_for_flops
+
+    _, decoupled = digits_decoupled(include=["features.3"])  # one gated layer: FLOPs fall monotonically with τ
+    spread_gate_logits(decoupled)
+    loader = DataLoader(TensorDataset(torch.randn(64, 1, 8, 8), torch.zeros(64, dtype=torch.long)), batch_size=32)
+
+    def reduction(threshold):
+        return collect_paths(shift_gate_threshold(decoupled, threshold), loader, progress=False).summary()["flops_reduction"]
+
+    target = (reduction(-1.0) + reduction(1.0)) / 2
+    threshold, measured = threshold_for_flops(decoupled, loader, target, steps=14)
+    assert measured == pytest.approx(reduction(threshold)) and measured >= target
+    assert reduction(threshold - 2 * 2 / 2**14) < target
+    with pytest.raises(UserInputError, match="raise the upper end"):
+        threshold_for_flops(decoupled, loader, 100.0)

@@ -14,6 +14,7 @@ from .capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
 from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
 from .decouple.run import DecouplingRunOptions, run_decoupling
+from .decouple.threshold import shift_gate_threshold, threshold_for_flops
 from .engine import count_costs
 from .errors import UserInputError
 from .evaluate import EvalResult, evaluate, evaluate_checkpoint
@@ -43,6 +44,8 @@ __all__ = [
     "decompose",
     "decouple",
     "run_decoupling",
+    "shift_gate_threshold",
+    "threshold_for_flops",
     "find_influential_features",
     "load_decoupled",
     "save_decoupled",

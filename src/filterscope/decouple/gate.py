@@ -45,6 +45,13 @@ class GateSlot:
     def clear(self) -> None:
         self.gate_logits = self.gates = self.response = None
 
+    def __deepcopy__(self, memo) -> "GateSlot":
+        """A copy keeps the settings, not the last pass's tensors (which may hold an autograd graph,
+        and belong to the original's pass); copy.deepcopy's memo keeps the copy shared by both wrappers."""
+        copied = GateSlot()
+        copied.record_response, copied.response_gradient = self.record_response, self.response_gradient
+        return copied
+
     def evaluation_gates(self) -> torch.Tensor:
         """The gates evaluation would use, 1(g > 0), with the gradient of σ'(g) (straight-through).
 

@@ -47,6 +47,7 @@ class DecoupledModel(nn.Module):
         self.num_classes = num_classes
         self.config = config
         self.mi_classifiers = nn.ModuleList(nn.Linear(n, num_classes) for n in out_channels)
+        self.gate_threshold = 0.0  # gates open where g > this (see decouple.threshold); kept in the gate biases
         for attribute in ("input_mean", "input_std", "input_shape"):
             if hasattr(network, attribute):
                 setattr(self, attribute, getattr(network, attribute))
@@ -201,6 +202,8 @@ def decoupled_metadata(model: DecoupledModel) -> dict:
     for name in NORMALISATION:  # how its inputs are normalised, when the run said so (run_decoupling does)
         if getattr(model, name, None) is not None:
             metadata[name] = [float(v) for v in getattr(model, name)]
+    if model.gate_threshold:  # already in the gate biases; recorded to say where they came from
+        metadata["gate_threshold"] = float(model.gate_threshold)
     return metadata
 
 
@@ -229,4 +232,5 @@ def load_decoupled(path: str | Path, base_model: nn.Module | None = None) -> Dec
     for name in NORMALISATION:
         if name in payload:
             setattr(model, name, tuple(payload[name]))
+    model.gate_threshold = float(payload.get("gate_threshold", 0.0))
     return model.eval()
