@@ -8,8 +8,8 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import copy
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
