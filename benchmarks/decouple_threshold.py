@@ -63,7 +63,7 @@ def draw(model: str, run: str, rows: list[dict], chosen: dict, dense: float | No
     axis.set_title(f"{model_title(model)} {run}\none trained network, gate threshold τ moved after training", fontsize=8)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower left")
-    return save_figure(figure, RESULTS / f"decouple_threshold_{model}.png")
+    return save_figure(figure, RESULTS / f"decouple_threshold_{model}_{run}.png")
 
 
 def main() -> None:
@@ -126,7 +126,7 @@ def main() -> None:
                "search_images": args.search_images, "batchnorm_images": options["recalibrate_bn_images"],
                "batchnorm_seed": bn_seed, "rows": rows, "chosen": chosen, "wall_seconds": time.time() - started,
                "threads": args.threads}
-    print(write_results(f"decouple_threshold_{args.model}", results, table))
+    print(write_results(f"decouple_threshold_{args.model}_{args.run}", results, table))
 
 
 if __name__ == "__main__":
