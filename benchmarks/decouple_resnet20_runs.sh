@@ -90,3 +90,5 @@ python static_pruned_resnet20.py --model resnet56 --ratio 0.45 --epochs 30 --thr
 python decouple_resnet20.py --model resnet56 --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r048_ramp10_bnbias_detach_pf5_lm002_30ep \
     --set "include=[layer*.conv1]" sparsity_ratio=0.48 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 \
     gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=5 lambda_mi=0.02
+# One trained network at many operating points: the gate threshold moved after training, τ chosen on training images for ≥ 2×:
+python decouple_threshold.py --model resnet56 --run ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep --target 2.0
