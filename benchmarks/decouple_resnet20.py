@@ -76,7 +76,8 @@ def run_variant(args) -> None:
     )
     decouple_config = DecoupleConfig(**config_values)
     options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
-                                   distill_weight=args.distill_weight, teacher_weights=args.teacher)
+                                   distill_weight=args.distill_weight, teacher_weights=args.teacher,
+                                   flops_target=args.flops_target)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
     summary["wall_seconds"] = time.time() - start
@@ -270,6 +271,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
     parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from the starting network")
     parser.add_argument("--teacher", default=None, help="checkpoint to distil from instead of the starting network")
+    parser.add_argument("--flops-target", type=float, default=0.0,
+                        help="FLOPs reduction the gate threshold is moved to at the start of path fine-tuning (0: off)")
     parser.add_argument("--shared", default=str(shared_dir()))
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--table", action="store_true")

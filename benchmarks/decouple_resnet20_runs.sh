@@ -92,3 +92,8 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 1 --compile -
     gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=5 lambda_mi=0.02
 # One trained network at many operating points: the gate threshold moved after training, τ chosen on training images for ≥ 2×:
 python decouple_threshold.py --model resnet56 --run ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep --target 2.0
+# The λm 0.03 run with a longer path fine-tuning (the last 10 epochs, from a higher learning rate) on paths held to 2.0×:
+# the gate threshold moves to the FLOPs target on training images when path fine-tuning starts (--flops-target):
+python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r045_ramp10_bnbias_detach_pf10_lm003_flops2_30ep \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03

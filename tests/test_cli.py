@@ -271,3 +271,25 @@ def test_bad_plugins_are_refused_in_one_sentence(tmp_path, capsys):
         code, _, err = run_cli(*arguments, capsys=capsys)
         assert_one_clear_error(code, err, fragment)
     assert "filterscope_plugin_broken" not in sys.modules
+
+
+def test_every_option_flag_is_explained_from_its_dataclass_docstring(capsys):
+    import dataclasses
+
+    from filterscope.config import field_descriptions
+    from filterscope.decouple.config import DecoupleConfig
+    from filterscope.decouple.run import DecouplingRunOptions
+    from filterscope.train import TrainConfig
+
+    for options in (TrainConfig, DecoupleConfig, DecouplingRunOptions):
+        descriptions = field_descriptions(options)
+        assert [f.name for f in dataclasses.fields(options) if not descriptions.get(f.name)] == []
+    described = field_descriptions(DecouplingRunOptions)
+    assert described["use_mi"] == described["use_kl"] == "switch single loss terms off (the paper's Table 7 ablation)."
+    assert field_descriptions(TrainConfig)["compile"].endswith("Evaluation stays eager.")  # continuation lines joined
+
+    with pytest.raises(SystemExit):
+        main(["decouple", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--flops-target FLOPS_TARGET a FLOPs reduction (e.g. 2.0) the network is held to" in shown
+    assert "peak learning rate of SGD. (default: 0.1)" in shown

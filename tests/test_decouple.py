@@ -659,6 +659,8 @@ def test_shifted_threshold_opens_the_gates_where_the_logits_exceed_it(tmp_path):
     reloaded = load_decoupled(tmp_path / "shifted.pt")
     assert reloaded.gate_threshold == pytest.approx(-0.2)
     assert torch.allclose(reloaded(images), shifted(images), atol=1e-6)
+    assert shift_gate_threshold(back, -0.2, in_place=True) is back  # a training run moving its own gates
+    assert back.gate_threshold == pytest.approx(-0.2) and torch.allclose(back(images), shifted(images), atol=1e-6)
 
 
 def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
@@ -679,3 +681,26 @@ def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
     assert reduction(threshold - 2 * 2 / 2**14) < target
     with pytest.raises(UserInputError, match="raise the upper end"):
         threshold_for_flops(decoupled, loader, 100.0)
+
+
+def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetuning(tmp_path):
+    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+    from filterscope.train import TrainConfig
+
+    common = dict(model="digits_cnn", data="digits", batch_size=64, lr=0.02, progress=False, threads=1)
+    config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.7, sparsity_form="mean", sparsity_on="evaluation",
+                            gate_lr_scale=10.0, path_finetune_epochs=1)
+    options = DecouplingRunOptions(recalibrate_bn_images=1000, flops_target=1.5, flops_target_images=1000, save_paths=False)
+    summary = run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "run")), config, options)
+    history = summary["history"]
+    assert history[0]["gate_threshold"] == 0.0
+    moved = history[1]["gate_threshold"]  # moved after epoch 2, kept through the path fine-tuning of epoch 3
+    assert moved != 0.0 and history[2]["gate_threshold"] == moved
+    assert 1.5 * 0.9 <= history[1]["gated_flops_reduction"]  # chosen on training images (BatchNorms re-estimated), measured on the test split
+    reloaded = load_decoupled(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert reloaded.gate_threshold == moved
+
+    for finetune in (0, 0.5):
+        with pytest.raises(UserInputError, match="path_finetune_epochs"):
+            run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")),
+                           DecoupleConfig(path_finetune_epochs=finetune), options)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -47,15 +49,44 @@ def check_choices(config: Any) -> None:
             raise UserInputError(f"unknown {field.name.replace('_', ' ')} {value!r}; choose one of {', '.join(choices)}.")
 
 
+_DOC_ENTRY = re.compile(r"^(\s+)([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*): (.*)$")
+
+
+def field_descriptions(cls: type) -> dict[str, str]:
+    """Each field's description from the class docstring's ``Args:`` / ``Attributes:`` entries
+    (``name: text``, or ``a, b: text`` for several, continued on deeper-indented lines), so the
+    docstring stays the one place a field is explained and ``--help`` shows the same words."""
+    descriptions: dict[str, str] = {}
+    names: list[str] = []
+    entry_indent = None
+    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+        match = _DOC_ENTRY.match(line)
+        indent = len(line) - len(line.lstrip())
+        if match and (entry_indent is None or len(match.group(1)) == entry_indent):
+            entry_indent = len(match.group(1))
+            names = match.group(2).split(", ")
+            for name in names:
+                descriptions[name] = match.group(3).strip()
+        elif names and line.strip() and entry_indent is not None and indent > entry_indent:
+            for name in names:
+                descriptions[name] += " " + line.strip()
+        else:
+            names = []
+    return descriptions
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of ``cls``; flags not given stay absent from the namespace."""
+    """Add one flag per field of ``cls``, explained as its docstring explains the field; flags not
+    given stay absent from the namespace."""
     hints = typing.get_type_hints(cls)
+    descriptions = field_descriptions(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
         kind = _base_type(hints[field.name])
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        help_text = f"(default: {default})"
+        description = descriptions.get(field.name, "").replace("%", "%%")  # argparse formats help with %
+        help_text = f"{description} (default: {default})".lstrip()
         if kind is bool:
             parser.add_argument(
                 _flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,

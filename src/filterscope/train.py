@@ -164,8 +164,8 @@ def input_normalization(config: TrainConfig, model: nn.Module | None = None) -> 
     return tuple(spec.mean), tuple(spec.std), tuple(spec.input_shape)
 
 
-def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | None):
-    """The training set (augmented) and the evaluation set of ``config``."""
+def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | None, *, augment: bool | None = None):
+    """The training set (augmented as ``config.augment`` says, or as ``augment`` overrides) and the evaluation set of ``config``."""
     from .data import load_dataset
 
     common = dict(
@@ -176,7 +176,7 @@ def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | No
         expected_image_shape=tuple(image_shape),
         expected_num_classes=num_classes,
     )
-    train_set = load_dataset(config.data, "train", augment=config.augment, **common)
+    train_set = load_dataset(config.data, "train", augment=config.augment if augment is None else augment, **common)
     eval_set = load_dataset(config.data, config.eval_split, augment=False, **common)
     return train_set, eval_set
 

@@ -19,9 +19,10 @@ from ..errors import UserInputError
 from .wrap import DecoupledModel
 
 
-def shift_gate_threshold(model: DecoupledModel, threshold: float) -> DecoupledModel:
-    """A copy of ``model`` whose gates open where g > ``threshold`` (``model`` is not changed)."""
-    shifted = copy.deepcopy(model)
+def shift_gate_threshold(model: DecoupledModel, threshold: float, *, in_place: bool = False) -> DecoupledModel:
+    """A copy of ``model`` whose gates open where g > ``threshold`` (``model`` is not changed), or
+    ``model`` itself so changed with ``in_place`` (a training run moving its own threshold)."""
+    shifted = model if in_place else copy.deepcopy(model)
     with torch.no_grad():
         for module in shifted.gate_modules():
             module.controller.expand.bias -= threshold
