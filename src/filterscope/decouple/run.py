@@ -99,8 +99,8 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
     Moving τ changes what the BatchNorms downstream see, and re-estimating their statistics
     (``recalibrate``) changes the gates' inputs and so the FLOPs again (on the digits CNN a τ giving
     1.50× gave 1.35× after it). So search and re-estimation alternate, up to ``rounds`` times, until
-    the reduction measured after re-estimation is within ``tolerance`` (relative) of the target; the
-    model is left recalibrated.
+    the reduction measured after re-estimation is at least the target and within ``tolerance``
+    (relative) above it; the model is left recalibrated.
     """
     plain_train, _ = load_data(train_config, mean, std, input_shape, train_config.num_classes, augment=False)
     chosen = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(train_config.seed))
@@ -113,7 +113,7 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
         shift_gate_threshold(model, offset, in_place=True)
         recalibrate()
         reached = collect_paths(model, search, device=device, progress=False, keep_paths=False).summary()["flops_reduction"]
-        if abs(reached - target) <= tolerance * target:
+        if target <= reached <= target * (1 + tolerance):
             break
     if train_config.progress and distributed.is_main_process():
         tqdm.write(f"gate threshold moved to {model.gate_threshold:+.4f}: {reached:.3f}× fewer FLOPs on "
