@@ -56,6 +56,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def git_tree_changed() -> bool:
+    """Whether tracked files differ from HEAD (the code that runs is then not exactly ``git_commit()``)."""
+    try:
+        return bool(subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], text=True,
+                                            stderr=subprocess.DEVNULL).strip())
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+# Taken when a benchmark starts, not when it writes its results hours later (commits may land meanwhile).
+COMMIT_AT_START = git_commit()
+CHANGED_AT_START = git_tree_changed()
+
+
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -71,7 +85,8 @@ def write_results(name: str, results: dict, table: str, indent: int | None = 2) 
         "benchmark": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": COMMIT_AT_START,
+        "git_uncommitted_changes_at_start": CHANGED_AT_START,
         "machine": machine(),
         **results,
     }
