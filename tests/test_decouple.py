@@ -704,3 +704,7 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
         with pytest.raises(UserInputError, match="path_finetune_epochs"):
             run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")),
                            DecoupleConfig(path_finetune_epochs=finetune), options)
+    for target in (-1.0, 0.5, 1.0):
+        with pytest.raises(UserInputError, match="FLOPs target must be a reduction above 1"):
+            run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")), config,
+                           DecouplingRunOptions(flops_target=target))

@@ -79,7 +79,7 @@ def gate_param_groups(model: DecoupledModel, train_config: TrainConfig, decouple
 
 def flops_target_start(train_config: TrainConfig, config: DecoupleConfig, options: DecouplingRunOptions) -> int | None:
     """The epoch after which the threshold moves to ``options.flops_target`` (None: no target)."""
-    if options.flops_target < 0:
+    if options.flops_target < 0 or 0 < options.flops_target <= 1:
         raise UserInputError(f"the FLOPs target must be a reduction above 1 (or 0 for none), got {options.flops_target}.")
     if not options.flops_target:
         return None
