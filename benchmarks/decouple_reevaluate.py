@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, RESULTS, git_commit
+from common import CHECKPOINTS, COMMIT_AT_START, RESULTS
 from torch.utils.data import DataLoader
 
 from filterscope.analysis.paths import collect_paths
@@ -46,7 +46,7 @@ def main() -> None:
     summary.pop("per_layer", None)
     summary["batchnorm_images"] = args.recalibrate_bn_images
     summary["batchnorm_transform"] = "training (augmented)"
-    summary["git_commit"] = git_commit()
+    summary["git_commit"] = COMMIT_AT_START
     result["reevaluated"] = summary
     target.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.name}: top-1 {result['accuracy']:.4f} → {summary['accuracy']:.4f}, "
