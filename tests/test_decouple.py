@@ -683,6 +683,24 @@ def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
         threshold_for_flops(decoupled, loader, 100.0)
 
 
+def test_run_decoupling_is_reproducible_whatever_the_global_random_state(tmp_path):
+    """A registered model without weights is drawn at random: from the run's seed, not the process's generator."""
+    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+    from filterscope.train import TrainConfig
+
+    def history(global_seed: int, name: str) -> list[dict]:
+        torch.manual_seed(global_seed)  # what earlier work in the process left behind
+        config = TrainConfig(model="digits_cnn", data="digits", batch_size=64, lr=0.02, epochs=1, progress=False,
+                             threads=1, run_dir=str(tmp_path / name))
+        summary = run_decoupling(config, DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.7, sparsity_form="mean"),
+                                 DecouplingRunOptions(recalibrate_bn_images=200, save_paths=False))
+        return summary["history"]
+
+    first, second = history(1, "a"), history(2, "b")
+    assert [entry["test_accuracy"] for entry in first] == [entry["test_accuracy"] for entry in second]
+    assert [entry["gated_flops_reduction"] for entry in first] == [entry["gated_flops_reduction"] for entry in second]
+
+
 def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetuning(tmp_path):
     from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
     from filterscope.train import TrainConfig
