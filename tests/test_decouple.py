@@ -1,4 +1,5 @@
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -717,6 +718,19 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
     assert 1.5 * 0.9 <= history[1]["gated_flops_reduction"]  # chosen on training images (BatchNorms re-estimated), measured on the test split
     reloaded = load_decoupled(tmp_path / "run" / "checkpoints" / "last.pt")
     assert reloaded.gate_threshold == moved
+
+    # The search holds the reduction after BatchNorm re-estimation to the target, from either side
+    from filterscope.decouple.batchnorm import recalibrate_batchnorm
+    from filterscope.decouple.run import move_threshold_to_target
+    from filterscope.train import input_normalization, load_data
+
+    train_config = TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "unused"))
+    mean, std, shape = input_normalization(train_config, None)
+    train_set, _ = load_data(train_config, mean, std, shape, None)
+    for target in (2.0, 1.2):
+        reached = move_threshold_to_target(reloaded, train_config, replace(options, flops_target=target), mean, std, shape,
+                                           lambda: recalibrate_batchnorm(reloaded, train_set, 1000))
+        assert target <= reached <= target * 1.02
 
     for finetune in (0, 0.5):
         with pytest.raises(UserInputError, match="path_finetune_epochs"):

@@ -91,34 +91,78 @@ def flops_target_start(train_config: TrainConfig, config: DecoupleConfig, option
 
 
 def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, options: DecouplingRunOptions,
-                             mean, std, input_shape, recalibrate: Callable[[], None], *, rounds: int = 3,
-                             tolerance: float = 0.02) -> None:
+                             mean, std, input_shape, recalibrate: Callable[[], None], *, first_step: float = 0.02,
+                             expansions: int = 6, bisections: int = 6, tolerance: float = 0.02) -> float:
     """Shift ``model``'s gate threshold, in place, to the smallest τ meeting ``options.flops_target``
     on un-augmented training images (every process of a torchrun job finds the same τ: same images, same weights).
 
     Moving τ changes what the BatchNorms downstream see, and re-estimating their statistics
     (``recalibrate``) changes the gates' inputs and so the FLOPs again (on the digits CNN a τ giving
-    1.50× gave 1.35× after it). So search and re-estimation alternate, up to ``rounds`` times, until
-    the reduction measured after re-estimation is at least the target and within ``tolerance``
-    (relative) above it; otherwise the last round's τ stays (the 3-epoch digits run of the tests closes in
-    from below: 1.28×, 1.44×, 1.49× for 1.5×). The model is left recalibrated.
+    1.50× gave 1.28× after it). The reduction that counts is the one after re-estimation, f(τ); each
+    value of it costs a re-estimation, so a cheap search under the statistics as they stand
+    (:func:`threshold_for_flops`) gives a first τ, and f is then bracketed around it (steps from
+    ``first_step``, doubling) and bisected until it lies in [target, target · (1 + ``tolerance``)]
+    or ``bisections`` are spent, keeping the last τ that meets the target. If none of the τ tried
+    meets it, the one with the largest reduction stays. The model is left recalibrated.
+
+    Returns:
+        The reduction f reached on the search images.
     """
     plain_train, _ = load_data(train_config, mean, std, input_shape, train_config.num_classes, augment=False)
     chosen = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(train_config.seed))
     search = DataLoader(Subset(plain_train, chosen[: options.flops_target_images].tolist()), batch_size=256)
     device = next(model.parameters()).device
     target = options.flops_target
-    recalibrate()  # τ is chosen under the statistics evaluation uses, not those of the noisy training gates
-    for _ in range(rounds):
-        offset, _ = threshold_for_flops(model, search, target, low=-0.5, high=0.5, steps=12, device=device)
-        shift_gate_threshold(model, offset, in_place=True)
+    start = model.gate_threshold
+    tried: dict[float, float] = {}  # offset from ``start`` -> f, in the order tried (the model stands at the last)
+
+    def reduction_after_reestimation(offset: float) -> float:
+        shift_gate_threshold(model, start + offset - model.gate_threshold, in_place=True)
         recalibrate()
-        reached = collect_paths(model, search, device=device, progress=False, keep_paths=False).summary()["flops_reduction"]
-        if target <= reached <= target * (1 + tolerance):
+        tried.pop(offset, None)
+        tried[offset] = collect_paths(model, search, device=device, progress=False, keep_paths=False).summary()["flops_reduction"]
+        return tried[offset]
+
+    def good(reduction: float) -> bool:
+        return target <= reduction <= target * (1 + tolerance)
+
+    recalibrate()  # the first guess is made under the statistics evaluation uses, not those of the noisy training gates
+    guess, _ = threshold_for_flops(model, search, target, low=-0.5, high=0.5, steps=12, device=device)
+    below, above = None, None  # offsets bracketing the target: f(below) < target <= f(above)
+    offset, step = guess, first_step
+    for _ in range(expansions + 1):
+        reached = reduction_after_reestimation(offset)
+        if good(reached):
+            below = above = offset
             break
+        if reached < target:
+            below = offset
+            if above is not None:
+                break
+            offset += step  # a higher threshold closes more gates
+        else:
+            above = offset
+            if below is not None:
+                break
+            offset -= step
+        step *= 2
+    if below is not None and above is not None and below != above:
+        for _ in range(bisections):
+            middle = (below + above) / 2
+            reached = reduction_after_reestimation(middle)
+            if reached < target:
+                below = middle
+            else:
+                above = middle
+                if good(reached):
+                    break
+    meeting = [offset for offset, reduction in tried.items() if reduction >= target]
+    best = min(meeting) if meeting else max(tried, key=tried.get)
+    reached = tried[best] if best == list(tried)[-1] else reduction_after_reestimation(best)
     if train_config.progress and distributed.is_main_process():
         tqdm.write(f"gate threshold moved to {model.gate_threshold:+.4f}: {reached:.3f}× fewer FLOPs on "
-                   f"{len(search.dataset)} training images (target {target:g}×)")
+                   f"{len(search.dataset)} training images (target {target:g}×, {len(tried)} re-estimations)")
+    return reached
 
 
 def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
