@@ -102,7 +102,7 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
     value of it costs a re-estimation, so a cheap search under the statistics as they stand
     (:func:`threshold_for_flops`) gives a first τ, and f is then bracketed around it (steps from
     ``first_step``, doubling) and bisected until it lies in [target, target · (1 + ``tolerance``)]
-    or ``bisections`` are spent, keeping the last τ that meets the target. If none of the τ tried
+    or ``bisections`` are spent, keeping the smallest τ tried that meets the target. If none of them
     meets it, the one with the largest reduction stays. The model is left recalibrated.
 
     Returns:
