@@ -185,12 +185,36 @@ def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], referen
     return save_figure(figure, RESULTS / f"decouple_{model}_curves.png")
 
 
+def dynamic_by_stage(per_layer: dict[str, dict]) -> dict[str, tuple[int, int]]:
+    """(dynamic filters, gated filters) per stage, the stage being a unit name's first part (``layer3`` of ``layer3.4.conv1``)."""
+    stages: dict[str, tuple[int, int]] = {}
+    for unit, states in per_layer.items():
+        dynamic, filters = stages.get(unit.split(".")[0], (0, 0))
+        stages[unit.split(".")[0]] = (dynamic + states["dynamic"], filters + states["filters"])
+    return stages
+
+
+def stage_table(runs: list[tuple[str, int, dict]]) -> str:
+    """Markdown table of where the dynamic filters are, per stage, for (name, epochs, per-layer states) rows."""
+    stages = sorted({stage for _, _, per_layer in runs for stage in dynamic_by_stage(per_layer)})
+    lines = ["| run | " + " | ".join(f"% dynamic in {stage}" for stage in stages) + " | % dynamic overall |",
+             "|---|" + "---|" * (len(stages) + 1)]
+    for name, epochs, per_layer in runs:
+        by_stage = dynamic_by_stage(per_layer)
+        cells = [f"{100 * by_stage[s][0] / by_stage[s][1]:.1f} ({by_stage[s][0]}/{by_stage[s][1]})" if s in by_stage else "–"
+                 for s in stages]
+        total = sum(d for d, _ in by_stage.values()), sum(f for _, f in by_stage.values())
+        lines.append(f"| {name} ({epochs} epochs) | " + " | ".join(cells) + f" | {100 * total[0] / total[1]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_table(model: str) -> None:
     rows = []
     points = []  # (kind, label, FLOPs reduction, top-1) for the figure
     static_2x = None
     references = {}  # epochs -> per-epoch history of the dense reference, for the curves
     long_runs = []  # (name, history) of the decoupled runs longer than 10 epochs
+    long_run_states = []  # (name, epochs, per-layer filter states) of the same runs, for the per-stage table
     for path in sorted(RESULTS.glob(f"baseline_{model}_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
         if "teacher" not in path.stem:
@@ -223,6 +247,8 @@ def write_table(model: str) -> None:
         points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
         if result["epochs"] > 10 and main_settings:
             long_runs.append((path.stem.removeprefix(f"decouple_{model}_"), result["history"]))
+            if "per_layer" in measured:
+                long_run_states.append((path.stem.removeprefix(f"decouple_{model}_"), result["epochs"], measured["per_layer"]))
         if result["epochs"] == 10 and 2.05 < measured["flops_reduction"] < 2.3:
             near_2x.append((path.stem.removeprefix(f"decouple_{model}_"), measured["dynamic_fraction"], measured["accuracy"]))
         rows.append(
@@ -248,6 +274,10 @@ def write_table(model: str) -> None:
         draw_training_curves(model, long_runs, references)
         footer += (f"\nTest top-1 and dynamic share per epoch of the runs longer than 10 epochs, beside the dense "
                    f"reference of the same length: `decouple_{model}_curves.png`.\n")
+    if long_run_states:
+        footer += ("\nWhere the dynamic filters of those runs are, per stage of the network (dynamic / gated filters of the stage, "
+                   "test split). In a stage without dynamic filters the gates are fixed (the same filters for every input): "
+                   "its share of the FLOPs saving is static pruning learnt by the gates.\n\n" + stage_table(long_run_states))
     if len(near_2x) > 2:  # a correlation needs a few runs
         draw_dynamic_share(model, near_2x, static_2x)
         footer += (f"\nTop-1 against the share of dynamic filters for the 10-epoch runs at 2.05–2.3×: `decouple_{model}_dynamic.png`; "
