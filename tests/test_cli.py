@@ -73,6 +73,19 @@ def test_eval_on_digits_prints_per_class_accuracy(tmp_path, capsys):
     assert "top-1" in out and len(out.strip().splitlines()) == 11
 
 
+def test_eval_without_weights_warns_and_draws_the_same_fresh_network_every_time(capsys):
+    import torch
+
+    accuracies = []
+    for global_seed in (1, 2):  # whatever the caller's random state, the fresh network is the seeded one
+        torch.manual_seed(global_seed)
+        with pytest.warns(UserWarning, match="no weights given: evaluating a randomly initialised digits_cnn"):
+            code, out, _ = run_cli("eval", "--model", "digits_cnn", "--data", "digits", "--json", capsys=capsys)
+        assert code == 0
+        accuracies.append(json.loads(out)["accuracy"])
+    assert accuracies[0] == accuracies[1]
+
+
 def test_missing_checkpoint(tmp_path, capsys):
     code, _, err = run_cli("eval", "--model", "digits_cnn", "--weights", tmp_path / "none.pt", "--data", "digits", capsys=capsys)
     assert_one_clear_error(code, err, "does not exist", "--weights")
