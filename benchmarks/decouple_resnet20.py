@@ -189,8 +189,9 @@ def dynamic_by_stage(per_layer: dict[str, dict]) -> dict[str, tuple[int, int]]:
     """(dynamic filters, gated filters) per stage, the stage being a unit name's first part (``layer3`` of ``layer3.4.conv1``)."""
     stages: dict[str, tuple[int, int]] = {}
     for unit, states in per_layer.items():
-        dynamic, filters = stages.get(unit.split(".")[0], (0, 0))
-        stages[unit.split(".")[0]] = (dynamic + states["dynamic"], filters + states["filters"])
+        stage = unit.split(".")[0]
+        dynamic, filters = stages.get(stage, (0, 0))
+        stages[stage] = (dynamic + states["dynamic"], filters + states["filters"])
     return stages
 
 

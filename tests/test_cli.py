@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from filterscope.cli import main
@@ -74,8 +75,6 @@ def test_eval_on_digits_prints_per_class_accuracy(tmp_path, capsys):
 
 
 def test_eval_without_weights_warns_and_draws_the_same_fresh_network_every_time(capsys):
-    import torch
-
     accuracies = []
     for global_seed in (1, 2):  # whatever the caller's random state, the fresh network is the seeded one
         torch.manual_seed(global_seed)

@@ -122,16 +122,15 @@ def evaluate_checkpoint(
         expected_image_shape=spec.input_shape,
     )
     num_classes = len(dataset.classes)
+    # This torch seeds its process generator at random: unseeded, the fresh weights evaluated when no checkpoint
+    # is given, and so the numbers, would differ from call to call. The caller's random stream is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(model_name, num_classes)
     if weights is None:
-        # This torch seeds its process generator at random: without a seed the fresh weights, and so the
-        # numbers, would differ from call to call. The caller's random stream is left as it was.
         warnings.warn(f"no weights given: evaluating a randomly initialised {model_name} (seed {seed}); "
                       "pass weights (--weights) to evaluate a trained one.", stacklevel=2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(model_name, num_classes)
     else:
-        model = create_model(model_name, num_classes)
         state = extract_state_dict(read_checkpoint(weights))
         final_layer = [k for k, v in state.items() if v.ndim == 2 and k.endswith("weight")]
         if final_layer and state[final_layer[-1]].shape[0] != num_classes:
