@@ -237,6 +237,7 @@ def write_table(model: str) -> None:
         result = json.loads(path.read_text())
         if "dense_flops" not in result:  # aborted calibration runs have their own tables
             continue
+        name = path.stem.removeprefix(f"decouple_{model}_")
         dense_flops = result["dense_flops"]
         measured = result.get("reevaluated", result)  # re-estimated BatchNorm statistics, where done
         mark = " †" if "reevaluated" in result else ""
@@ -247,13 +248,13 @@ def write_table(model: str) -> None:
         kind = ("decoupled_pf" if config.get("path_finetune_epochs") else "decoupled") if main_settings else "other"
         points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
         if result["epochs"] > 10 and main_settings:
-            long_runs.append((path.stem.removeprefix(f"decouple_{model}_"), result["history"]))
+            long_runs.append((name, result["history"]))
             if "per_layer" in measured:
-                long_run_states.append((path.stem.removeprefix(f"decouple_{model}_"), result["epochs"], measured["per_layer"]))
+                long_run_states.append((name, result["epochs"], measured["per_layer"]))
         if result["epochs"] == 10 and 2.05 < measured["flops_reduction"] < 2.3:
-            near_2x.append((path.stem.removeprefix(f"decouple_{model}_"), measured["dynamic_fraction"], measured["accuracy"]))
+            near_2x.append((name, measured["dynamic_fraction"], measured["accuracy"]))
         rows.append(
-            f"| {path.stem.removeprefix(f'decouple_{model}_')} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "
+            f"| {name} ({result['epochs']} epochs) | {measured['accuracy']:.4f}{mark} | "
             f"{result['accuracy']:.4f} | {measured['mean_flops'] / 1e6:.1f} M | {measured['flops_reduction']:.2f}× | "
             f"{100 * measured['energetic_fraction']:.1f} | {100 * measured['silent_fraction']:.1f} | {100 * measured['dynamic_fraction']:.1f} |"
         )
