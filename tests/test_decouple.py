@@ -493,6 +493,10 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     metrics = json.loads((tmp_path / "decoupled" / "metrics.json").read_text())
     assert len(metrics["decouple"]["history"]) == 8
     assert {"train_ce", "train_mi", "train_kl", "train_sparsity", "gated_mean_flops"} <= set(metrics["decouple"]["history"][0])
+    last = metrics["decouple"]["history"][-1]  # measured on the epoch's evaluation pass, not a second one
+    assert last["gated_accuracy"] == last["test_accuracy"] == summary["accuracy"]
+    assert last["gated_flops_reduction"] == summary["flops_reduction"]
+    assert last["gated_dynamic_fraction"] == summary["dynamic_fraction"]
     for figure in ("filter_states_test.png", "activation_counts_test.png", "flops_per_input_test.png"):
         assert (tmp_path / "decoupled" / "figures" / figure).stat().st_size > 1000
     reloaded = load_decoupled(tmp_path / "decoupled" / "checkpoints" / "last.pt")

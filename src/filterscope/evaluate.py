@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,11 +54,16 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     description: str = "eval",
+    observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` in evaluation mode on every batch of ``loader``.
 
     The model's training flag is restored afterwards. Under ``torchrun`` each process
     evaluates its shard and the counts are summed.
+
+    Args:
+        observe: called with ``(labels, logits)`` after every batch's forward pass, so that a caller
+            can measure more from the same pass (e.g. the gates a decoupled model just used).
     """
     was_training = model.training
     model.eval()
@@ -67,6 +73,8 @@ def evaluate(
         for images, labels in tqdm(loader, desc=description, disable=not progress, leave=False):
             images, labels = images.to(device), labels.to(device)
             logits = model(images)
+            if observe is not None:
+                observe(labels, logits)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
             predictions = logits.argmax(1)
             confusion.index_put_(

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,16 @@ from .models.checkpoint import read_checkpoint, save_atomically
 from .rundir import RunDir
 
 SCHEDULES = ("cosine", "step", "constant")
+
+
+class EvaluationObserver(Protocol):
+    """Measures more from an epoch's evaluation pass than accuracy and loss (see ``train``)."""
+
+    def observe(self, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        """Called after every evaluation batch's forward pass."""
+
+    def metrics(self) -> dict[str, Any]:
+        """What to log with the epoch, once the pass is over."""
 
 
 @dataclass
@@ -198,7 +208,7 @@ def train(
     model: nn.Module | None = None,
     objective: Objective = cross_entropy_objective,
     param_groups: Callable[[nn.Module], list[dict]] | None = None,
-    epoch_metrics: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+    observe_evaluation: Callable[[nn.Module, int], EvaluationObserver] | None = None,
     checkpoint_extra: Callable[[nn.Module], dict[str, Any]] | None = None,
     before_evaluation: Callable[[nn.Module, Any, int], None] | None = None,
     metrics_key: str = "train",
@@ -211,7 +221,9 @@ def train(
             The data is normalised as :func:`input_normalization` says.
         objective: maps (model, images, labels, global step) to (loss, logits, loss terms).
         param_groups: optional ``model -> optimizer parameter groups`` (e.g. a separate gate rate).
-        epoch_metrics: optional ``(model, epoch) -> dict`` logged after every epoch.
+        observe_evaluation: optional ``(model, epoch) -> observer``, called before every epoch's
+            evaluation; the observer sees each evaluation batch and its ``metrics()`` are logged with
+            the epoch, so that more is measured from the same pass instead of a second one.
         checkpoint_extra: optional ``model -> dict`` stored in every checkpoint (what is needed to rebuild it).
         before_evaluation: optional ``(model, train_set, epoch) -> None`` run after each epoch's last
             step and before its evaluation (e.g. re-estimating BatchNorm statistics).
@@ -347,10 +359,12 @@ def train(
         }
         if before_evaluation is not None:
             before_evaluation(model, train_set, epoch)
-        result: EvalResult = evaluate(model, eval_loader, num_classes, device=device, progress=False)
+        observer = observe_evaluation(model, epoch) if observe_evaluation is not None else None
+        result: EvalResult = evaluate(model, eval_loader, num_classes, device=device, progress=False,
+                                      observe=observer.observe if observer is not None else None)
         record.update({f"{config.eval_split}_accuracy": result.accuracy, f"{config.eval_split}_loss": result.loss})
-        if epoch_metrics is not None:
-            record.update(epoch_metrics(model, epoch))
+        if observer is not None:
+            record.update(observer.metrics())
         history.append(record)
         if distributed.is_main_process():
             payload = {

@@ -132,6 +132,52 @@ def filter_states(activation_counts: list[np.ndarray], num_samples: int, layer_n
     }
 
 
+class PathCollector:
+    """Records paths and filter states one batch at a time, from the gates ``model`` has just used.
+
+    Call :meth:`observe` after each evaluation-mode forward pass of ``model`` (directly, or as
+    ``evaluate(..., observe=collector.observe)`` to measure accuracy and paths in one pass), then
+    :meth:`record`. Under ``torchrun`` the activation counts are summed over processes in
+    :meth:`record` (paths, labels and FLOPs stay per process).
+    """
+
+    def __init__(self, model: DecoupledModel, *, keep_paths: bool = True):
+        self.model = model
+        self.keep_paths = keep_paths
+        self.counts = [torch.zeros(n, dtype=torch.float64) for n in model.out_channels]
+        self.packed: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.predictions: list[np.ndarray] = []
+        self.flops: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def observe(self, labels: torch.Tensor, logits: torch.Tensor) -> None:
+        gates = [z.cpu() for z in self.model.last_gates()]
+        for total, z in zip(self.counts, gates):
+            total += z.sum(0).double()
+        if self.keep_paths:
+            self.packed.append(np.packbits(torch.cat(gates, 1).numpy().astype(np.uint8), axis=1))
+        self.labels.append(labels.cpu().numpy())
+        self.predictions.append(logits.argmax(1).cpu().numpy())
+        self.flops.append(self.model.cost_model.per_input(gates).numpy())
+
+    def record(self) -> PathRecord:
+        counts = [all_reduce_sum(total.clone()) for total in self.counts]
+        num_samples = int(sum(len(x) for x in self.labels))
+        width_bytes = (sum(self.model.out_channels) + 7) // 8
+        return PathRecord(
+            layer_names=list(self.model.gated_units),
+            layer_widths=list(self.model.out_channels),
+            activation_counts=[c.round().long().numpy() for c in counts],
+            num_samples=int(all_reduce_sum(torch.tensor(float(num_samples))).item()),
+            packed_paths=np.concatenate(self.packed) if self.packed else np.zeros((0, width_bytes), np.uint8),
+            labels=np.concatenate(self.labels),
+            predictions=np.concatenate(self.predictions),
+            flops=np.concatenate(self.flops),
+            dense_flops=self.model.cost_model.dense_flops,
+        )
+
+
 @torch.no_grad()
 def collect_paths(model: DecoupledModel, loader, *, device="cpu", progress: bool = True, keep_paths: bool = True) -> PathRecord:
     """Run ``model`` with evaluation (hard, noise-free) gates over ``loader`` and record paths and states.
@@ -141,34 +187,10 @@ def collect_paths(model: DecoupledModel, loader, *, device="cpu", progress: bool
     """
     was_training = model.training
     model.eval()
-    widths = list(model.out_channels)
-    counts = [torch.zeros(n, dtype=torch.float64) for n in widths]
-    packed, labels_seen, predictions, flops = [], [], [], []
+    collector = PathCollector(model, keep_paths=keep_paths)
     try:
         for images, labels in tqdm(loader, desc="paths", disable=not progress, leave=False):
-            logits = model(images.to(device))
-            gates = [z.cpu() for z in model.last_gates()]
-            for total, z in zip(counts, gates):
-                total += z.sum(0).double()
-            if keep_paths:
-                packed.append(np.packbits(torch.cat(gates, 1).numpy().astype(np.uint8), axis=1))
-            labels_seen.append(labels.numpy())
-            predictions.append(logits.argmax(1).cpu().numpy())
-            flops.append(model.cost_model.per_input(gates).numpy())
+            collector.observe(labels, model(images.to(device)))
     finally:
         model.train(was_training)
-    for total in counts:
-        all_reduce_sum(total)
-    num_samples = int(sum(len(x) for x in labels_seen))
-    width_bytes = (sum(widths) + 7) // 8
-    return PathRecord(
-        layer_names=list(model.gated_units),
-        layer_widths=widths,
-        activation_counts=[c.round().long().numpy() for c in counts],
-        num_samples=int(all_reduce_sum(torch.tensor(float(num_samples))).item()),
-        packed_paths=np.concatenate(packed) if packed else np.zeros((0, width_bytes), np.uint8),
-        labels=np.concatenate(labels_seen),
-        predictions=np.concatenate(predictions),
-        flops=np.concatenate(flops),
-        dense_flops=model.cost_model.dense_flops,
-    )
+    return collector.record()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..analysis.checkpoint_paths import write_path_record
-from ..analysis.paths import collect_paths
+from ..analysis.paths import PathCollector, collect_paths
 from ..errors import UserInputError
 from ..models import create_model, load_weights
 from ..models.checkpoint import read_checkpoint
@@ -165,6 +165,15 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
     return reached
 
 
+class EpochPaths(PathCollector):
+    """An epoch's FLOPs and filter states, measured on the pass that measures its accuracy."""
+
+    def metrics(self) -> dict[str, Any]:
+        summary = self.record().summary()
+        summary.pop("per_layer")
+        return {"gated_" + key: value for key, value in summary.items()} | {"gate_threshold": self.model.gate_threshold}
+
+
 def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
                    options: DecouplingRunOptions | None = None, *, model: nn.Module | None = None) -> dict[str, Any]:
     """Decouple ``train_config.model`` (from ``train_config.weights``), or your own ``model``, and train it.
@@ -225,19 +234,13 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         else:
             recalibrate()
 
-    def epoch_metrics(current: DecoupledModel, epoch: int) -> dict:
-        summary = collect_paths(current, eval_loader, device=next(current.parameters()).device,
-                                progress=False, keep_paths=False).summary()
-        summary.pop("per_layer")
-        return {"gated_" + key: value for key, value in summary.items()} | {"gate_threshold": current.gate_threshold}
-
     run.write_config({"decouple": asdict(decoupled.config), "options": asdict(options)}, name="decouple.yaml")
     result = train(
         train_config,
         model=decoupled,
         objective=objective,
         param_groups=lambda m: gate_param_groups(m, train_config, decoupled.config),
-        epoch_metrics=epoch_metrics,
+        observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=False),
         checkpoint_extra=decoupled_metadata,
         before_evaluation=before_evaluation,
         metrics_key="decouple",
