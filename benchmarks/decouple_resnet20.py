@@ -28,7 +28,7 @@ import yaml
 from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, write_results
 
 from filterscope.decouple import DecoupleConfig
-from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+from filterscope.decouple.run import DISTILL_PHASES, DecouplingRunOptions, run_decoupling
 from filterscope.paths import shared_dir
 from filterscope.train import TrainConfig
 
@@ -76,7 +76,7 @@ def run_variant(args) -> None:
     )
     decouple_config = DecoupleConfig(**config_values)
     options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
-                                   distill_weight=args.distill_weight, teacher_weights=args.teacher,
+                                   distill_weight=args.distill_weight, teacher_weights=args.teacher, distill_phase=args.distill_phase,
                                    flops_target=args.flops_target)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
@@ -303,6 +303,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
     parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from the starting network")
     parser.add_argument("--teacher", default=None, help="checkpoint to distil from instead of the starting network")
+    parser.add_argument("--distill-phase", choices=DISTILL_PHASES, default="all", help="all: distil at every step; path_finetune: only while the gates are frozen")
     parser.add_argument("--flops-target", type=float, default=0.0,
                         help="FLOPs reduction the gate threshold is moved to at the start of path fine-tuning (0: off)")
     parser.add_argument("--shared", default=str(shared_dir()))

@@ -272,6 +272,25 @@ def test_distillation_term_from_a_frozen_copy_of_the_teacher():
     assert "distill" not in DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)[2]
 
 
+def test_distillation_limited_to_path_finetune_starts_with_the_frozen_paths():
+    model, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.5, path_finetune_epochs=1)
+    decoupled.train()
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10, total_epochs=3, teacher=model, distill_weight=0.5,
+                                    distill_phase="path_finetune")
+    torch.manual_seed(0)  # the same SemHash noise for both objectives
+    loss, _, terms = objective(decoupled, images, labels, 19)  # the last step before path fine-tuning
+    assert "distill" not in terms and not decoupled.frozen_paths
+    torch.manual_seed(0)
+    without_teacher, _, _ = DecouplingObjective(decoupled, steps_per_epoch=10, total_epochs=3)(decoupled, images, labels, 19)
+    assert loss.item() == without_teacher.item()
+    loss, logits, terms = objective(decoupled, images, labels, 20)  # path fine-tuning: the teacher's term joins
+    assert decoupled.frozen_paths and set(terms) == {"ce", "distill", "gates_mean"}
+    assert loss.item() == pytest.approx((terms["ce"] + 0.5 * terms["distill"]).item(), rel=1e-6)
+    always = DecouplingObjective(decoupled, steps_per_epoch=10, total_epochs=3, teacher=model, distill_weight=0.5)
+    assert "distill" in always(decoupled, images, labels, 0)[2]
+
+
 def test_path_finetune_trains_the_network_through_frozen_evaluation_gates():
     _, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.5, path_finetune_epochs=1)
     with torch.no_grad():  # an input-dependent gate pattern, some filters off
@@ -740,6 +759,12 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
         with pytest.raises(UserInputError, match="path_finetune_epochs"):
             run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")),
                            DecoupleConfig(path_finetune_epochs=finetune), options)
+    with pytest.raises(UserInputError, match="unknown distill phase 'finetune'; choose one of all, path_finetune"):
+        run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")), config,
+                       DecouplingRunOptions(distill_weight=1.0, distill_phase="finetune"))
+    with pytest.raises(UserInputError, match="needs a path fine-tuning phase"):
+        run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")), DecoupleConfig(),
+                       DecouplingRunOptions(distill_weight=1.0, distill_phase="path_finetune"))
     for target in (-1.0, 0.5, 1.0):
         with pytest.raises(UserInputError, match="FLOPs target must be a reduction above 1"):
             run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")), config,

@@ -31,11 +31,13 @@ class DecouplingObjective:
             (knowledge distillation, Hinton et al., 2015; not in the paper): the term
             λd·T²·KL(softmax(t/T) ‖ softmax(s/T)) is added to L.
         distill_weight, distill_temperature: λd and T of that term.
+        distill_phase: ``"all"``: the term applies at every step; ``"path_finetune"``: only during
+            path fine-tuning, while the gates are frozen.
     """
 
     def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, total_epochs: int | None = None, use_mi: bool = True,
                  use_kl: bool = True, use_sparsity: bool = True, teacher: nn.Module | None = None,
-                 distill_weight: float = 0.0, distill_temperature: float = 4.0):
+                 distill_weight: float = 0.0, distill_temperature: float = 4.0, distill_phase: str = "all"):
         self.config = model.config
         self.layer_ratios = layer_ratios_for(model)
         self.layer_flops = model.cost_model.layer_flops()  # the "network" sparsity form's weights
@@ -48,6 +50,7 @@ class DecouplingObjective:
         )
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
         self.teacher = Teacher(teacher, distill_weight, distill_temperature) if teacher is not None and distill_weight > 0 else None
+        self.distill_phase = distill_phase
         model.set_response_recording(use_kl, gradient=not self.config.kl_detach_response)
 
     def sparsity_weight(self, step: int) -> float:
@@ -78,7 +81,8 @@ class DecouplingObjective:
         total = ce
         if not finetune:  # frozen paths: the cross-entropy (and distillation) alone
             total = total + self._gate_losses(decoupled, gates, labels, step, terms)
-        total = total + self._distillation(images, logits, terms)
+        if finetune or self.distill_phase == "all":
+            total = total + self._distillation(images, logits, terms)
         with torch.no_grad():
             terms["gates_mean"] = torch.cat([z.mean(0) for z in gates]).mean()
         return total, logits, terms

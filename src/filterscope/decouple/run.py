@@ -9,7 +9,7 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..analysis.checkpoint_paths import write_path_record
 from ..analysis.paths import PathCollector, collect_paths
+from ..config import check_choices
 from ..errors import UserInputError
 from ..models import create_model, load_weights
 from ..models.checkpoint import read_checkpoint
@@ -30,6 +31,8 @@ from .config import DecoupleConfig
 from .objective import DecouplingObjective
 from .threshold import shift_gate_threshold, threshold_for_flops
 from .wrap import DecoupledModel, decouple, decoupled_metadata
+
+DISTILL_PHASES = ("all", "path_finetune")
 
 
 @dataclass
@@ -46,6 +49,10 @@ class DecouplingRunOptions:
         distill_temperature: T of that term.
         teacher_weights: a checkpoint of the same architecture to distil from instead (for example
             the dense network fine-tuned with the same schedule); None: the starting weights.
+        distill_phase: when the distillation term applies: ``"all"`` the steps, or only during path
+            fine-tuning (``"path_finetune"``), where the gates are frozen: the teacher then trains the
+            network on its paths without pulling the gates towards its own (input-independent) use
+            of the filters.
         flops_target: a FLOPs reduction (e.g. 2.0) the network is held to from the start of path
             fine-tuning (``DecoupleConfig.path_finetune_epochs``, a whole number of epochs): there the
             gate threshold moves to the smallest τ at which the mean reduction over
@@ -64,6 +71,7 @@ class DecouplingRunOptions:
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
     teacher_weights: str | None = None
+    distill_phase: str = field(default="all", metadata={"choices": DISTILL_PHASES})
     flops_target: float = 0.0
     flops_target_images: int = 5000
 
@@ -207,6 +215,9 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         steps_per_epoch = min(steps_per_epoch, train_config.max_steps_per_epoch)
     if options.distill_weight < 0 or options.distill_temperature <= 0:
         raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
+    check_choices(options)
+    if options.distill_phase == "path_finetune" and options.distill_weight > 0 and not decouple_config.path_finetune_epochs:
+        raise UserInputError("distillation during path fine-tuning needs a path fine-tuning phase; set path_finetune_epochs > 0.")
     teacher = None
     if options.distill_weight > 0:  # decouple() copied base; the teacher moves to the batch's device on use
         teacher = base
@@ -217,7 +228,8 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
     objective = DecouplingObjective(decoupled, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
                                     use_sparsity=options.use_sparsity, teacher=teacher,
-                                    distill_weight=options.distill_weight, distill_temperature=options.distill_temperature)
+                                    distill_weight=options.distill_weight, distill_temperature=options.distill_temperature,
+                                    distill_phase=options.distill_phase)
     eval_loader = DataLoader(shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
     flops_target_epoch = flops_target_start(train_config, decoupled.config, options)
     run = RunDir(train_config.run_dir)
