@@ -156,6 +156,8 @@ def draw_dynamic_share(model: str, runs: list[tuple[str, float, float]], static:
 def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], references: dict[int, list[dict]]) -> Path:
     """Test top-1 per epoch of the decoupled runs longer than 10 epochs beside the dense reference of
     the same length, and their share of dynamic filters: where, over training, the gap opens or closes."""
+    from matplotlib.ticker import MaxNLocator
+
     from filterscope.report.figures import plt, save_figure
 
     figure, (accuracy_axis, dynamic_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -166,7 +168,7 @@ def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], referen
         accuracy_axis.plot(epochs, [row["test_accuracy"] for row in history], color=color, marker="o", markersize=3,
                            label=f"decoupled {name}")
         dynamic_axis.plot(epochs, [100 * row["gated_dynamic_fraction"] for row in history], color=color, marker="o",
-                          markersize=3, label=f"{name}")
+                          markersize=3)
     shades = iter(("k", "0.45", "0.7"))
     for length in sorted({len(history) for _, history in runs} & set(references)):
         dense = references[length]
@@ -181,7 +183,12 @@ def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], referen
     dynamic_axis.set_title("share of gated filters that are dynamic", fontsize=9)
     for axis in (accuracy_axis, dynamic_axis):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # One legend for both panels, below them: a run has the same colour in each, and legends inside
+    # the axes covered the curves once there were more than a few runs.
+    handles = accuracy_axis.get_legend_handles_labels()[0] + dynamic_axis.get_legend_handles_labels()[0]
+    figure.tight_layout()
+    figure.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
     return save_figure(figure, RESULTS / f"decouple_{model}_curves.png")
 
 
