@@ -22,7 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import CHECKPOINTS, WEIGHTS, sha256, write_results
+from common import CHECKPOINTS, WEIGHTS, record_process, sha256, write_results
 
 from filterscope.evaluate import evaluate_checkpoint
 from filterscope.paths import shared_dir
@@ -54,6 +54,7 @@ def main() -> None:
         lr=args.lr, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0, augment=True,
         run_dir=run_dir, resume=args.resume, progress=True, threads=args.threads, compile=args.compile,
     )
+    processes = record_process(run_dir)
     start = time.time()
     result = train(config)
     wall = time.time() - start
@@ -73,6 +74,7 @@ def main() -> None:
         "history": result.history,
         "wall_seconds": wall,
         "wall_seconds_note": "includes evaluation after every epoch; a resumed run counts only its own part",
+        "processes": processes,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256(checkpoint),
         "compiled": args.compile,

@@ -70,6 +70,32 @@ COMMIT_AT_START = git_commit()
 CHANGED_AT_START = git_tree_changed()
 
 
+def record_process(run_dir: str | Path) -> list[dict]:
+    """Add this process to ``run_dir/benchmark_processes.json`` and return every process of the run so far.
+
+    A long run resumed across sessions is trained by several processes, possibly on different commits,
+    while its results JSON is written by the last one alone; this list names each of them: commit,
+    whether the tracked files differed from it, command, start time, and the epoch it resumed after
+    (0: from the start; a checkpoint copied in from another run counts as resumed).
+    """
+    from filterscope.models.checkpoint import read_checkpoint
+    from filterscope.rundir import write_text_atomically
+
+    run_dir = Path(run_dir)
+    log = run_dir / "benchmark_processes.json"
+    processes = json.loads(log.read_text()) if log.exists() else []
+    last = run_dir / "checkpoints" / "last.pt"
+    processes.append({
+        "git_commit": COMMIT_AT_START,
+        "git_uncommitted_changes_at_start": CHANGED_AT_START,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed_after_epoch": int(read_checkpoint(last).get("epoch", 0)) if "--resume" in sys.argv and last.exists() else 0,
+    })
+    write_text_atomically(log, json.dumps(processes, indent=2) + "\n")
+    return processes
+
+
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, write_results
+from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, record_process, write_results
 
 from filterscope.decouple import DecoupleConfig
 from filterscope.decouple.run import DISTILL_PHASES, DecouplingRunOptions, run_decoupling
@@ -78,11 +78,13 @@ def run_variant(args) -> None:
     options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
                                    distill_weight=args.distill_weight, teacher_weights=args.teacher, distill_phase=args.distill_phase,
                                    flops_target=args.flops_target)
+    processes = record_process(train_config.run_dir)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
     summary["wall_seconds"] = time.time() - start
     summary["wall_seconds_note"] = "this process only (a resumed run's earlier processes are not counted); see training_seconds"
     summary["training_seconds"] = sum(epoch["epoch_seconds"] for epoch in summary["history"])  # over every process
+    summary["processes"] = processes
     summary["train_config"] = asdict(train_config)
     summary["variant"] = args.variant
     table = (f"# decouple {name}\n\ntop-1 {summary['accuracy']:.4f}, FLOPs reduction {summary['flops_reduction']:.2f}×, "

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import CHECKPOINTS, WEIGHTS, write_results
+from common import CHECKPOINTS, WEIGHTS, record_process, write_results
 
 from filterscope.analysis.prune_export import export_pruned
 from filterscope.analysis.semantic_pruning import PruningMask
@@ -76,6 +76,7 @@ def main() -> None:
         threads=args.threads, compile=args.compile, resume=args.resume,
     )
     before = evaluate_checkpoint(args.model, str(weights), str(data), split="test", progress=False)["accuracy"]
+    processes = record_process(CHECKPOINTS / name)
     start = time.time()
     if args.teacher:
         teacher = Teacher(create_model(args.model, 10, args.teacher), weight=args.distill_weight)
@@ -89,6 +90,7 @@ def main() -> None:
         "dense_test_accuracy_before": before, "test_accuracy": result.final["accuracy"], "epochs": args.epochs,
         "history": history, "wall_seconds": time.time() - start, "seed": 0,
         "wall_seconds_note": "this process only (a resumed run's earlier processes are not counted); see training_seconds",
+        "processes": processes,
         "training_seconds": sum(epoch["epoch_seconds"] for epoch in history),  # over every process of a resumed run
         "distill_weight": args.distill_weight, "teacher": args.teacher,
     }
