@@ -54,7 +54,7 @@ def main() -> None:
         lr=args.lr, momentum=0.9, weight_decay=5e-4, schedule="cosine", seed=0, augment=True,
         run_dir=run_dir, resume=args.resume, progress=True, threads=args.threads, compile=args.compile,
     )
-    processes = record_process(run_dir)
+    processes = record_process(run_dir, resume=args.resume)
     start = time.time()
     result = train(config)
     wall = time.time() - start

@@ -70,7 +70,12 @@ COMMIT_AT_START = git_commit()
 CHANGED_AT_START = git_tree_changed()
 
 
-def record_process(run_dir: str | Path) -> list[dict]:
+def command_line() -> str:
+    """How this benchmark was started: ``python script.py --flags ...``."""
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def record_process(run_dir: str | Path, resume: bool) -> list[dict]:
     """Add this process to ``run_dir/benchmark_processes.json`` and return every process of the run so far.
 
     A long run resumed across sessions is trained by several processes, possibly on different commits,
@@ -88,9 +93,9 @@ def record_process(run_dir: str | Path) -> list[dict]:
     processes.append({
         "git_commit": COMMIT_AT_START,
         "git_uncommitted_changes_at_start": CHANGED_AT_START,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "resumed_after_epoch": int(read_checkpoint(last).get("epoch", 0)) if "--resume" in sys.argv and last.exists() else 0,
+        "resumed_after_epoch": int(read_checkpoint(last).get("epoch", 0)) if resume and last.exists() else 0,
     })
     write_text_atomically(log, json.dumps(processes, indent=2) + "\n")
     return processes
@@ -109,7 +114,7 @@ def write_results(name: str, results: dict, table: str, indent: int | None = 2) 
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": COMMIT_AT_START,
         "git_uncommitted_changes_at_start": CHANGED_AT_START,

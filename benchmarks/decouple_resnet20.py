@@ -78,7 +78,7 @@ def run_variant(args) -> None:
     options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
                                    distill_weight=args.distill_weight, teacher_weights=args.teacher, distill_phase=args.distill_phase,
                                    flops_target=args.flops_target)
-    processes = record_process(train_config.run_dir)
+    processes = record_process(train_config.run_dir, resume=args.resume)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
     summary["wall_seconds"] = time.time() - start

@@ -76,7 +76,7 @@ def main() -> None:
         threads=args.threads, compile=args.compile, resume=args.resume,
     )
     before = evaluate_checkpoint(args.model, str(weights), str(data), split="test", progress=False)["accuracy"]
-    processes = record_process(CHECKPOINTS / name)
+    processes = record_process(CHECKPOINTS / name, resume=args.resume)
     start = time.time()
     if args.teacher:
         teacher = Teacher(create_model(args.model, 10, args.teacher), weight=args.distill_weight)
