@@ -124,3 +124,12 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile -
     --seed 1 --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
 python decouple_resnet20.py --table --model resnet56
+# Distillation during path fine-tuning only (--distill-phase path_finetune; the gates are frozen then), from a dense
+# ResNet-56 fine-tuned for 10 epochs, over the same last 10 epochs from the same epoch-20 checkpoint (seed 0):
+python baseline_resnet20.py --model resnet56 --epochs 10 --compile --threads 2 --run-dir checkpoints/teacher_resnet56_10ep --name teacher
+RUN=checkpoints/decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd/checkpoints
+mkdir -p "$RUN" && cp checkpoints/fork_r050_lm003_30ep_after_epoch20/last_epoch20.pt "$RUN/last.pt"
+python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/teacher_resnet56_10ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
