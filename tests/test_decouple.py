@@ -769,3 +769,54 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
         with pytest.raises(UserInputError, match="FLOPs target must be a reduction above 1"):
             run_decoupling(TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "bad")), config,
                            DecouplingRunOptions(flops_target=target))
+
+
+DDP_DECOUPLE = """
+import sys, torch, torch.distributed as dist
+from filterscope.decouple import DecoupleConfig
+from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+from filterscope.train import TrainConfig
+out = sys.argv[1]
+config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.6, sparsity_form="mean", sparsity_on="evaluation", gate_lr_scale=10.0)
+summary = run_decoupling(TrainConfig(model="digits_cnn", data="digits", epochs=2, batch_size=64, lr=0.02, seed=1,
+                                     run_dir=out + "/run", progress=False), config, DecouplingRunOptions(recalibrate_bn_images=500))
+last = summary["history"][-1]
+torch.save({key: summary[key] for key in ("accuracy", "num_samples", "mean_flops", "dynamic_fraction")}
+           | {"epoch_accuracy": last["gated_accuracy"], "epoch_mean_flops": last["gated_mean_flops"]},
+           f"{out}/rank{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_decoupling_records_the_whole_test_split_in_order_on_every_process(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = tmp_path / "ddp_decouple.py"
+    script.write_text(DDP_DECOUPLE)
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
+                               env=env, capture_output=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    test = load_dataset("digits", "test", mean=model_spec("digits_cnn").mean, std=model_spec("digits_cnn").std)
+    # Each process measured the whole split (both shards), not its own half, and the epoch's
+    # metrics are those of the final record.
+    assert rank0 == rank1
+    assert rank0["num_samples"] == len(test)
+    assert rank0["epoch_accuracy"] == rank0["accuracy"] and rank0["epoch_mean_flops"] == rank0["mean_flops"]
+    record = PathRecord.load(tmp_path / "run" / "arrays" / "paths_test.npz")
+    assert record.num_samples == len(record.labels) == len(record.flops) == len(record.packed_paths) == len(test)
+    # In the data set's order: the same as one process measuring the saved network over the split.
+    reloaded = load_decoupled(tmp_path / "run" / "checkpoints" / "last.pt")
+    single = collect_paths(reloaded, DataLoader(test, batch_size=500), progress=False)
+    assert np.array_equal(record.labels, single.labels)
+    assert np.array_equal(record.labels, np.array([label for _, label in test]))
+    same_path = (record.packed_paths == single.packed_paths).all(1)
+    assert same_path.mean() >= 0.99, same_path.mean()  # batch composition may flip a gate sitting at 0
+    assert abs(record.accuracy - single.accuracy) <= 0.01

@@ -1,7 +1,9 @@
-"""Multi-process runs under ``torchrun``: process-group set-up and sum reduction.
+"""Multi-process runs under ``torchrun``: process-group set-up, evaluation shards and reductions.
 
 Training uses :class:`torch.nn.parallel.DistributedDataParallel`; statistics passes reduce their
-sums with :func:`all_reduce_sum`. Outside ``torchrun`` every function here is a no-op, so the same
+sums with :func:`all_reduce_sum`; evaluation runs on the strided shards of
+:func:`shard_for_evaluation`, whose per-sample results :func:`gather_evaluation_shards` puts back
+together in the data set's order. Outside ``torchrun`` every function here is a no-op, so the same
 code runs in one process.
 """
 
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import Subset
 
 from .errors import UserInputError
 
@@ -57,6 +61,29 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def shard_for_evaluation(dataset):
+    """This process's share of an evaluation set: every world_size-th sample, no padding."""
+    if world_size() == 1:
+        return dataset
+    return Subset(dataset, range(rank(), len(dataset), world_size()))
+
+
+def gather_evaluation_shards(rows: np.ndarray) -> np.ndarray:
+    """Per-sample results of every process's :func:`shard_for_evaluation` shard, on every process,
+    in the order of the whole data set (process r computed rows r, r + W, r + 2W, ...).
+
+    One process: ``rows`` itself.
+    """
+    if not is_distributed():
+        return rows
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, rows)  # shards differ in length by one at most; objects need no padding
+    whole = np.empty((sum(len(part) for part in parts), *rows.shape[1:]), dtype=rows.dtype)
+    for process, part in enumerate(parts):
+        whole[process::len(parts)] = part
+    return whole
 
 
 def barrier() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -191,13 +191,6 @@ def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | No
     return train_set, eval_set
 
 
-def shard_for_evaluation(dataset):
-    """This process's share of an evaluation set: every world_size-th sample, no padding."""
-    if distributed.world_size() == 1:
-        return dataset
-    return Subset(dataset, range(distributed.rank(), len(dataset), distributed.world_size()))
-
-
 def _seed_epoch(config: TrainConfig, epoch: int) -> None:
     torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + distributed.rank())
 
@@ -287,7 +280,7 @@ def train(
 
     per_process_batch = config.batch_size // world
     eval_loader = DataLoader(
-        shard_for_evaluation(eval_set), batch_size=max(256, per_process_batch), shuffle=False, num_workers=config.workers
+        distributed.shard_for_evaluation(eval_set), batch_size=max(256, per_process_batch), shuffle=False, num_workers=config.workers
     )
     steps_per_epoch = len(train_set) // config.batch_size  # the loaders drop the last partial batch
     if steps_per_epoch < 1:

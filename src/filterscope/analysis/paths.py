@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_file
-from ..distributed import all_reduce_sum
+from ..distributed import all_reduce_sum, gather_evaluation_shards
 from ..decouple.wrap import DecoupledModel
 
 
@@ -137,13 +137,20 @@ class PathCollector:
 
     Call :meth:`observe` after each evaluation-mode forward pass of ``model`` (directly, or as
     ``evaluate(..., observe=collector.observe)`` to measure accuracy and paths in one pass), then
-    :meth:`record`. Under ``torchrun`` the activation counts are summed over processes in
-    :meth:`record` (paths, labels and FLOPs stay per process).
+    :meth:`record`.
+
+    Args:
+        sharded: the batches come from this process's :func:`filterscope.distributed.shard_for_evaluation`
+            shard under ``torchrun``: :meth:`record` then sums the activation counts over processes
+            and puts every process's paths, labels, predictions and FLOPs together in the data set's
+            order, so each process records the whole data set. False: the record is of the batches
+            this process saw.
     """
 
-    def __init__(self, model: DecoupledModel, *, keep_paths: bool = True):
+    def __init__(self, model: DecoupledModel, *, keep_paths: bool = True, sharded: bool = False):
         self.model = model
         self.keep_paths = keep_paths
+        self.sharded = sharded
         self.counts = [torch.zeros(n, dtype=torch.float64) for n in model.out_channels]
         self.packed: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
@@ -162,32 +169,39 @@ class PathCollector:
         self.flops.append(self.model.cost_model.per_input(gates).numpy())
 
     def record(self) -> PathRecord:
-        counts = [all_reduce_sum(total.clone()) for total in self.counts]
-        num_samples = int(sum(len(x) for x in self.labels))
         width_bytes = (sum(self.model.out_channels) + 7) // 8
+        rows = {
+            "packed_paths": np.concatenate(self.packed) if self.packed else np.zeros((0, width_bytes), np.uint8),
+            "labels": np.concatenate(self.labels),
+            "predictions": np.concatenate(self.predictions),
+            "flops": np.concatenate(self.flops),
+        }
+        counts = [total.clone() for total in self.counts]
+        if self.sharded:
+            counts = [all_reduce_sum(total) for total in counts]
+            rows = {key: gather_evaluation_shards(value) for key, value in rows.items()}
         return PathRecord(
             layer_names=list(self.model.gated_units),
             layer_widths=list(self.model.out_channels),
             activation_counts=[c.round().long().numpy() for c in counts],
-            num_samples=int(all_reduce_sum(torch.tensor(float(num_samples))).item()),
-            packed_paths=np.concatenate(self.packed) if self.packed else np.zeros((0, width_bytes), np.uint8),
-            labels=np.concatenate(self.labels),
-            predictions=np.concatenate(self.predictions),
-            flops=np.concatenate(self.flops),
+            num_samples=len(rows["labels"]),
             dense_flops=self.model.cost_model.dense_flops,
+            **rows,
         )
 
 
 @torch.no_grad()
-def collect_paths(model: DecoupledModel, loader, *, device="cpu", progress: bool = True, keep_paths: bool = True) -> PathRecord:
+def collect_paths(model: DecoupledModel, loader, *, device="cpu", progress: bool = True, keep_paths: bool = True,
+                  sharded: bool = False) -> PathRecord:
     """Run ``model`` with evaluation (hard, noise-free) gates over ``loader`` and record paths and states.
 
-    The model's training flag is restored afterwards. Under ``torchrun`` the activation counts are
-    summed over processes (paths, labels and FLOPs stay per process).
+    The model's training flag is restored afterwards. ``sharded``: ``loader`` holds this process's
+    :func:`filterscope.distributed.shard_for_evaluation` shard under ``torchrun``, and the record
+    is put together over processes (see :class:`PathCollector`).
     """
     was_training = model.training
     model.eval()
-    collector = PathCollector(model, keep_paths=keep_paths)
+    collector = PathCollector(model, keep_paths=keep_paths, sharded=sharded)
     try:
         for images, labels in tqdm(loader, desc="paths", disable=not progress, leave=False):
             collector.observe(labels, model(images.to(device)))

@@ -25,7 +25,7 @@ from ..errors import UserInputError
 from ..models import create_model, load_weights
 from ..models.checkpoint import read_checkpoint
 from ..rundir import RunDir
-from ..train import TrainConfig, input_normalization, load_data, shard_for_evaluation, train
+from ..train import TrainConfig, input_normalization, load_data, train
 from .batchnorm import recalibrate_batchnorm
 from .config import DecoupleConfig
 from .objective import DecouplingObjective
@@ -230,7 +230,6 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
                                     use_sparsity=options.use_sparsity, teacher=teacher,
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature,
                                     distill_phase=options.distill_phase)
-    eval_loader = DataLoader(shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
     flops_target_epoch = flops_target_start(train_config, decoupled.config, options)
     run = RunDir(train_config.run_dir)
     if train_config.resume and (run.checkpoints / "last.pt").exists():  # the biases come from the checkpoint, their record from here
@@ -252,13 +251,15 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         model=decoupled,
         objective=objective,
         param_groups=lambda m: gate_param_groups(m, train_config, decoupled.config),
-        observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=False),
+        observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=False, sharded=True),
         checkpoint_extra=decoupled_metadata,
         before_evaluation=before_evaluation,
         metrics_key="decouple",
     )
     trained: DecoupledModel = result.model
-    record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress)
+    # Sharded only now: under torchrun the process group exists from train() on.
+    eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
+    record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress, sharded=True)
     summary = {
         "model": train_config.model if model is None else type(model).__name__,
         "data": train_config.data,
@@ -269,5 +270,6 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         "history": result.history,
     }
     write_path_record(record, run, train_config.eval_split, save_paths=options.save_paths)
-    run.update_metrics("decouple", summary)
+    if distributed.is_main_process():  # every process holds the same summary; one writes it
+        run.update_metrics("decouple", summary)
     return summary
