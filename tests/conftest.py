@@ -11,6 +11,22 @@ RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 RESNET56 = SHARED / "models" / "resnet56-4bfd9763.th"
 
 
+def run_torchrun(script_text: str, tmp_path: Path, processes: int = 2):
+    """Run ``script_text`` (given ``tmp_path`` as its argument) under ``torchrun`` with ``processes``
+    CPU processes of one thread each, importing this checkout's ``src``; the completed process."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    script = tmp_path / "torchrun_script.py"
+    script.write_text(script_text)
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([torchrun, "--standalone", f"--nproc_per_node={processes}", str(script), str(tmp_path)],
+                          env=env, capture_output=True, timeout=300)
+
+
 def require_shared(*paths: Path) -> None:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -26,6 +26,7 @@ from filterscope.models import create_model, model_spec
 from filterscope.train import cxx_compiler_available
 
 import toy_models
+from conftest import run_torchrun
 
 
 # --- Improved SemHash -------------------------------------------------------------------------
@@ -789,19 +790,7 @@ dist.destroy_process_group()
 
 
 def test_torchrun_decoupling_records_the_whole_test_split_in_order_on_every_process(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    script = tmp_path / "ddp_decouple.py"
-    script.write_text(DDP_DECOUPLE)
-    source = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
-                               env=env, capture_output=True, timeout=300)
+    completed = run_torchrun(DDP_DECOUPLE, tmp_path)
     assert completed.returncode == 0, completed.stderr.decode()[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     test = load_dataset("digits", "test", mean=model_spec("digits_cnn").mean, std=model_spec("digits_cnn").std)

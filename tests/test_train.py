@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import torch
 from filterscope.errors import UserInputError
 from filterscope.models import create_model
 from filterscope.train import TrainConfig, learning_rate_factor, train
+from conftest import run_torchrun
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -138,14 +138,7 @@ DDP_RUN = textwrap.dedent(
 
 
 def test_torchrun_two_cpu_processes_hold_identical_weights_and_match_single_process_accuracy(tmp_path):
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_RUN)
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
-        env=env, capture_output=True, timeout=300,
-    )
+    completed = run_torchrun(DDP_RUN, tmp_path)
     assert completed.returncode == 0, completed.stderr.decode()[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
