@@ -726,6 +726,28 @@ def test_run_decoupling_is_reproducible_whatever_the_global_random_state(tmp_pat
     assert [entry["gated_flops_reduction"] for entry in first] == [entry["gated_flops_reduction"] for entry in second]
 
 
+def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recorded(tmp_path):
+    """The final record reuses the last epoch's evaluation pass; with no epoch left, it is measured afresh."""
+    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
+    from filterscope.train import TrainConfig
+
+    def run(resume: bool) -> tuple[dict, PathRecord]:
+        config = TrainConfig(model="digits_cnn", data="digits", batch_size=64, lr=0.02, epochs=2, progress=False,
+                             threads=1, run_dir=str(tmp_path / "run"), resume=resume)
+        summary = run_decoupling(config, DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.5, sparsity_form="mean",
+                                                        sparsity_on="evaluation", gate_lr_scale=10),
+                                 DecouplingRunOptions(recalibrate_bn_images=200))
+        return summary, PathRecord.load(tmp_path / "run" / "arrays" / "paths_test.npz")
+
+    (trained, trained_paths), (resumed, resumed_paths) = run(False), run(True)
+    assert resumed["history"] == trained["history"]  # nothing was trained again
+    for key in ("accuracy", "num_samples", "mean_flops", "flops_reduction", "dynamic_fraction", "silent_fraction"):
+        assert resumed[key] == pytest.approx(trained[key], abs=1e-12), key
+    assert trained["flops_reduction"] > 1.0
+    assert np.array_equal(resumed_paths.packed_paths, trained_paths.packed_paths)
+    assert np.array_equal(resumed_paths.predictions, trained_paths.predictions)
+
+
 def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetuning(tmp_path):
     from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
     from filterscope.train import TrainConfig

@@ -135,6 +135,9 @@ class TrainResult:
     history: list[dict[str, Any]]
     final: dict[str, Any]
     run_dir: Path
+    # The observer of the last epoch's evaluation when this process trained that epoch (None after a
+    # resume with no epoch left): it has seen the trained model on the whole evaluation split.
+    last_observer: EvaluationObserver | None = None
 
 
 # An objective turns a batch and the global step into (loss, logits, named loss terms). The default
@@ -290,6 +293,8 @@ def train(
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     start_time = time.time()
+    last_eval: EvalResult | None = None
+    observer: EvaluationObserver | None = None
 
     for epoch in range(start_epoch, config.epochs):
         _seed_epoch(config, epoch)
@@ -353,9 +358,9 @@ def train(
         if before_evaluation is not None:
             before_evaluation(model, train_set, epoch)
         observer = observe_evaluation(model, epoch) if observe_evaluation is not None else None
-        result: EvalResult = evaluate(model, eval_loader, num_classes, device=device, progress=False,
-                                      observe=observer.observe if observer is not None else None)
-        record.update({f"{config.eval_split}_accuracy": result.accuracy, f"{config.eval_split}_loss": result.loss})
+        last_eval = evaluate(model, eval_loader, num_classes, device=device, progress=False,
+                             observe=observer.observe if observer is not None else None)
+        record.update({f"{config.eval_split}_accuracy": last_eval.accuracy, f"{config.eval_split}_loss": last_eval.loss})
         if observer is not None:
             record.update(observer.metrics())
         history.append(record)
@@ -380,7 +385,9 @@ def train(
         distributed.barrier()
 
     model.eval()
-    final_eval = evaluate(model, eval_loader, num_classes, device=device, progress=False)
+    # The last epoch's evaluation pass measured this same model on the same loader: it is the final
+    # evaluation. Only a resumed run with no epoch left to train measures it here.
+    final_eval = last_eval if last_eval is not None else evaluate(model, eval_loader, num_classes, device=device, progress=False)
     final = {
         **final_eval.to_dict(list(train_set.classes)),
         "split": config.eval_split,
@@ -390,4 +397,4 @@ def train(
     }
     if distributed.is_main_process():
         run.update_metrics(metrics_key, {"history": history, "final": final, "complete": True})
-    return TrainResult(model=model, history=history, final=final, run_dir=run.path)
+    return TrainResult(model=model, history=history, final=final, run_dir=run.path, last_observer=observer)

@@ -251,15 +251,19 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         model=decoupled,
         objective=objective,
         param_groups=lambda m: gate_param_groups(m, train_config, decoupled.config),
-        observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=False, sharded=True),
+        # The last epoch keeps its paths: its pass is the final record's (see below).
+        observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=epoch + 1 == train_config.epochs, sharded=True),
         checkpoint_extra=decoupled_metadata,
         before_evaluation=before_evaluation,
         metrics_key="decouple",
     )
     trained: DecoupledModel = result.model
-    # Sharded only now: under torchrun the process group exists from train() on.
-    eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
-    record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress, sharded=True)
+    if result.last_observer is not None:  # the last epoch's evaluation pass saw the trained network on the whole split
+        record = result.last_observer.record()
+    else:  # resumed with no epoch left to train: measure it once more
+        # Sharded only now: under torchrun the process group exists from train() on.
+        eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
+        record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress, sharded=True)
     summary = {
         "model": train_config.model if model is None else type(model).__name__,
         "data": train_config.data,
