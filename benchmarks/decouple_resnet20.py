@@ -251,12 +251,16 @@ def write_table(model: str) -> None:
         measured = result.get("reevaluated", result)  # re-estimated BatchNorm statistics, where done
         mark = " †" if "reevaluated" in result else ""
         config = result["decouple_config"]
-        main_settings = (result.get("variant") in ("ls_mi", "r0") and config.get("include") == ["layer*.conv1"]
-                         and config.get("sparsity_form") == COMMON["sparsity_form"] and not result["options"].get("distill_weight"))
+        main_gates = (result.get("variant") in ("ls_mi", "r0") and config.get("include") == ["layer*.conv1"]
+                      and config.get("sparsity_form") == COMMON["sparsity_form"])
+        distilled = bool(result["options"].get("distill_weight"))
         # L_s + L_mi with gates on the blocks' first convs, per-input budget, no distillation
+        main_settings = main_gates and not distilled
         kind = ("decoupled_pf" if config.get("path_finetune_epochs") else "decoupled") if main_settings else "other"
         points.append((kind, f"{result['epochs']} ep", measured["flops_reduction"], measured["accuracy"]))
-        if result["epochs"] > 10 and main_settings:
+        # Distillation during path fine-tuning only leaves the gates' training as in the main settings.
+        same_gates = main_settings or (main_gates and result["options"].get("distill_phase") == "path_finetune")
+        if result["epochs"] > 10 and same_gates:
             long_runs.append((name, result["history"]))
             if "per_layer" in measured:
                 long_run_states.append((name, result["epochs"], measured["per_layer"]))

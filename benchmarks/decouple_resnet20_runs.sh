@@ -133,3 +133,13 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile -
     --distill-weight 1 --teacher checkpoints/teacher_resnet56_10ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
+python decouple_resnet20.py --table --model resnet56
+# The distillation rerun again with seed 1 (data order, augmentation, BatchNorm re-estimation of epochs 21-30), from
+# the same epoch-20 checkpoint: pairs with the seed-1 rerun without distillation (…_pfseed1) as …_pfkd pairs with seed 0.
+RUN=checkpoints/decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkdseed1/checkpoints
+mkdir -p "$RUN" && cp checkpoints/fork_r050_lm003_30ep_after_epoch20/last_epoch20.pt "$RUN/last.pt"
+python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkdseed1 \
+    --seed 1 --distill-weight 1 --teacher checkpoints/teacher_resnet56_10ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
+python decouple_resnet20.py --table --model resnet56
