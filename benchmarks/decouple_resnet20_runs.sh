@@ -143,3 +143,6 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile -
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
 python decouple_resnet20.py --table --model resnet56
+# Toward the ResNet-56 recipe on ResNet-20 (30 epochs, held to 2x with distilled path fine-tuning over the last 10):
+# first its dense reference of the same length (resumable; started at the end of a session, resumed in the next).
+python baseline_resnet20.py --epochs 30 --compile --threads 2 --resume
