@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..analysis.checkpoint_paths import write_path_record
-from ..analysis.paths import PathCollector, collect_paths
+from ..analysis.paths import PathCollector, PathRecord, collect_paths
 from ..config import check_choices
 from ..errors import UserInputError
 from ..models import create_model, load_weights
@@ -174,7 +174,20 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
 
 
 class EpochPaths(PathCollector):
-    """An epoch's FLOPs and filter states, measured on the pass that measures its accuracy."""
+    """An epoch's FLOPs and filter states, measured on the pass that measures its accuracy.
+
+    Its record is put together once, after the pass (under torchrun that gathers every process's
+    rows), and kept: the epoch's metrics and, for the last epoch, the run's final record share it.
+    """
+
+    def __init__(self, model: DecoupledModel, **options):
+        super().__init__(model, **options)
+        self._record: PathRecord | None = None
+
+    def record(self) -> PathRecord:
+        if self._record is None:
+            self._record = super().record()
+        return self._record
 
     def metrics(self) -> dict[str, Any]:
         summary = self.record().summary()
