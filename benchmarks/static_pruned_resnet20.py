@@ -79,7 +79,7 @@ def main() -> None:
     processes = record_process(CHECKPOINTS / name, resume=args.resume)
     start = time.time()
     if args.teacher:
-        teacher = Teacher(create_model(args.model, 10, args.teacher), weight=args.distill_weight)
+        teacher = Teacher(create_model(args.model, 10, args.teacher), weight=args.distill_weight, compile=args.compile)
         result = train(config, model=pruned, objective=DistillationObjective(teacher))
     else:
         result = train(config, model=pruned)

@@ -177,3 +177,23 @@ def test_distillation_objective_adds_the_teacher_term_from_a_frozen_copy_of_the_
     assert all(torch.equal(before[name], value) for name, value in teacher_net.state_dict().items())
     with pytest.raises(ValueError, match="> 0"):
         Teacher(teacher_net, weight=0.0)
+
+
+def test_compiled_teacher_gives_the_eager_teachers_distillation_term():
+    from filterscope.decouple import DecoupleConfig, DecouplingObjective, decouple
+    from filterscope.distillation import Teacher
+    from filterscope.train import cxx_compiler_available
+
+    if not cxx_compiler_available():
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    student, teacher_net = create_model("digits_cnn", 10), create_model("digits_cnn", 10)
+    images = torch.randn(8, 1, 8, 8)
+    logits = student(images)
+    eager, compiled = Teacher(teacher_net, temperature=2.0), Teacher(teacher_net, temperature=2.0, compile=True)
+    assert compiled.forward is not compiled.network and eager.forward is eager.network
+    assert compiled.loss(images, logits).item() == pytest.approx(eager.loss(images, logits).item(), rel=1e-5)
+    # the decoupling objective compiles its teacher when asked (run_decoupling asks when training is compiled)
+    decoupled = decouple(student, DecoupleConfig(preset="auto"), num_classes=10, input_shape=(1, 8, 8), model_name="digits_cnn")
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10, teacher=teacher_net, distill_weight=1.0, compile_teacher=True)
+    assert objective.teacher.forward is not objective.teacher.network

@@ -21,20 +21,24 @@ class Teacher:
             caller's module is left as it was). The copy moves to the batch's device on use.
         weight: λd.
         temperature: T.
+        compile: run the teacher's forward pass through ``torch.compile`` (inference only). Set it when
+            the student is compiled: an eager teacher beside a compiled student costs more than its own
+            forward pass, the two thread pools taking turns (``benchmarks/distill_overhead.py``).
     """
 
-    def __init__(self, network: nn.Module, weight: float = 1.0, temperature: float = 4.0):
+    def __init__(self, network: nn.Module, weight: float = 1.0, temperature: float = 4.0, compile: bool = False):
         if weight <= 0 or temperature <= 0:
             raise ValueError("distillation weight and temperature must be > 0")
         self.network = copy.deepcopy(network).eval().requires_grad_(False)
         self.weight, self.temperature = weight, temperature
+        self.forward = torch.compile(self.network) if compile else self.network
 
     def loss(self, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
         """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch (not yet multiplied by λd)."""
         with torch.no_grad():
             if next(self.network.parameters()).device != images.device:
                 self.network.to(images.device)
-            teacher_logits = self.network(images)
+            teacher_logits = self.forward(images)
         temperature = self.temperature
         return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
                         reduction="batchmean", log_target=True) * temperature**2

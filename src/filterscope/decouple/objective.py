@@ -33,11 +33,13 @@ class DecouplingObjective:
         distill_weight, distill_temperature: λd and T of that term.
         distill_phase: ``"all"``: the term applies at every step; ``"path_finetune"``: only during
             path fine-tuning, while the gates are frozen.
+        compile_teacher: the teacher's forward pass through ``torch.compile`` (see :class:`Teacher`).
     """
 
     def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, total_epochs: int | None = None, use_mi: bool = True,
                  use_kl: bool = True, use_sparsity: bool = True, teacher: nn.Module | None = None,
-                 distill_weight: float = 0.0, distill_temperature: float = 4.0, distill_phase: str = "all"):
+                 distill_weight: float = 0.0, distill_temperature: float = 4.0, distill_phase: str = "all",
+                 compile_teacher: bool = False):
         self.config = model.config
         self.layer_ratios = layer_ratios_for(model)
         self.layer_flops = model.cost_model.layer_flops()  # the "network" sparsity form's weights
@@ -49,7 +51,8 @@ class DecouplingObjective:
             round((total_epochs - finetune) * self.steps_per_epoch) if finetune > 0 else None
         )
         self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
-        self.teacher = Teacher(teacher, distill_weight, distill_temperature) if teacher is not None and distill_weight > 0 else None
+        self.teacher = (Teacher(teacher, distill_weight, distill_temperature, compile=compile_teacher)
+                        if teacher is not None and distill_weight > 0 else None)
         self.distill_phase = distill_phase
         model.set_response_recording(use_kl, gradient=not self.config.kl_detach_response)
 

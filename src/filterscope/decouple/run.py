@@ -242,7 +242,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     objective = DecouplingObjective(decoupled, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
                                     use_sparsity=options.use_sparsity, teacher=teacher,
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature,
-                                    distill_phase=options.distill_phase)
+                                    distill_phase=options.distill_phase, compile_teacher=train_config.compile)
     flops_target_epoch = flops_target_start(train_config, decoupled.config, options)
     run = RunDir(train_config.run_dir)
     if train_config.resume and (run.checkpoints / "last.pt").exists():  # the biases come from the checkpoint, their record from here
