@@ -146,3 +146,18 @@ python decouple_resnet20.py --table --model resnet56
 # Toward the ResNet-56 recipe on ResNet-20 (30 epochs, held to 2x with distilled path fine-tuning over the last 10):
 # first its dense reference of the same length (resumable; started at the end of a session, resumed in the next).
 python baseline_resnet20.py --epochs 30 --compile --threads 2 --resume
+# The ResNet-56 recipe on ResNet-20 (30 epochs, R 0.50 ramped over 10, held to 2x with path fine-tuning over the
+# last 10), one thread beside the dense reference above; its epoch-20 checkpoint is kept for the distilled rerun.
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
+# (copied once last.pt holds epoch 20: checkpoints/fork_r20_r050_lm003_30ep_after_epoch20/last_epoch20.pt)
+# Its last 10 epochs again with distillation (teacher compiled beside the student). The teacher is the 30-epoch dense
+# reference itself (no separate ResNet-20 teacher: its 10 epochs did not fit beside these runs in one session).
+RUN=checkpoints/decouple_resnet20_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd/checkpoints
+mkdir -p "$RUN" && cp checkpoints/fork_r20_r050_lm003_30ep_after_epoch20/last_epoch20.pt "$RUN/last.pt"
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
+python decouple_resnet20.py --table
