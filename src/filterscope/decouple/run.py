@@ -271,7 +271,8 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         metrics_key="decouple",
     )
     trained: DecoupledModel = result.model
-    if result.last_observer is not None:  # the last epoch's evaluation pass saw the trained network on the whole split
+    # train() types its observer by the protocol; the one it hands back is the EpochPaths made above.
+    if isinstance(result.last_observer, EpochPaths):  # the last epoch's pass saw the trained network on the whole split
         record = result.last_observer.record()
     else:  # resumed with no epoch left to train: measure it once more
         # Sharded only now: under torchrun the process group exists from train() on.
