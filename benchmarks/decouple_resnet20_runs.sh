@@ -156,7 +156,7 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
 # reference itself (no separate ResNet-20 teacher: its 10 epochs did not fit beside these runs in one session).
 RUN=checkpoints/decouple_resnet20_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd/checkpoints
 mkdir -p "$RUN" && cp checkpoints/fork_r20_r050_lm003_30ep_after_epoch20/last_epoch20.pt "$RUN/last.pt"
-python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
+python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
     --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
