@@ -161,3 +161,8 @@ python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
 python decouple_resnet20.py --table
+# The same recipe at lower dynamic pressure (λm 0.01): the 0.03 run ended with 59 % dynamic filters, and among the
+# 10-epoch runs near 2x top-1 falls with the dynamic share. Started at the end of a session, resumable.
+python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm001_flops2_30ep \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
