@@ -145,13 +145,15 @@ python decouple_resnet20.py --model resnet56 --epochs 30 --threads 2 --compile -
 python decouple_resnet20.py --table --model resnet56
 # Toward the ResNet-56 recipe on ResNet-20 (30 epochs, held to 2x with distilled path fine-tuning over the last 10):
 # first its dense reference of the same length (resumable; started at the end of a session, resumed in the next).
-python baseline_resnet20.py --epochs 30 --compile --threads 2 --resume
+python baseline_resnet20.py --epochs 30 --compile --threads 1 --resume
 # The ResNet-56 recipe on ResNet-20 (30 epochs, R 0.50 ramped over 10, held to 2x with path fine-tuning over the
 # last 10), one thread beside the dense reference above; its epoch-20 checkpoint is kept for the distilled rerun.
+# Started first, in the background: keeps the run's epoch-20 checkpoint for a distilled rerun of epochs 21-30.
+python keep_epoch_checkpoint.py checkpoints/decouple_resnet20_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep/checkpoints/last.pt \
+    20 checkpoints/fork_r20_r050_lm003_30ep_after_epoch20/last_epoch20.pt &
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
-# (copied once last.pt holds epoch 20: checkpoints/fork_r20_r050_lm003_30ep_after_epoch20/last_epoch20.pt)
 # Its last 10 epochs again with distillation (teacher compiled beside the student). The teacher is the 30-epoch dense
 # reference itself (no separate ResNet-20 teacher: its 10 epochs did not fit beside these runs in one session).
 RUN=checkpoints/decouple_resnet20_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd/checkpoints
@@ -163,6 +165,9 @@ python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --
 python decouple_resnet20.py --table
 # The same recipe at lower dynamic pressure (λm 0.01): the 0.03 run ended with 59 % dynamic filters, and among the
 # 10-epoch runs near 2x top-1 falls with the dynamic share. Started at the end of a session, resumable.
+# Started first, in the background: keeps the run's epoch-20 checkpoint for a distilled rerun of epochs 21-30.
+python keep_epoch_checkpoint.py checkpoints/decouple_resnet20_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm001_flops2_30ep/checkpoints/last.pt \
+    20 checkpoints/fork_r20_r050_lm001_30ep_after_epoch20/last_epoch20.pt &
 python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm001_flops2_30ep \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
