@@ -171,3 +171,16 @@ python keep_epoch_checkpoint.py checkpoints/decouple_resnet20_ls_mi_conv1_r050_r
 python decouple_resnet20.py --epochs 30 --threads 2 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm001_flops2_30ep \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
+# (The λm 0.01 run above was stopped in its first epoch at the end of a session; restarted as the distilled run
+# below, which is the same for epochs 1-20 and distils only during path fine-tuning, epochs 21-30.)
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm001_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
+# Beside it, one thread each: the λm 0.03 recipe with the budget moved from the first stage to the last (R 0.7 / 0.5 / 0.3
+# per stage, the same mean, so the same 2x; each stage costs the same FLOPs). In every run the first stage's gates ended
+# fixed (a static cut of a 16-filter stage), while the last stage's 64 filters carried the dynamic ones.
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r070_050_030_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.7,0.7,0.7,0.5,0.5,0.5,0.3,0.3,0.3]" sparsity_warmup_epochs=0 \
+    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
