@@ -193,3 +193,4 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
     --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
     sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
+# (resumed after epoch 21 with --threads 2 once the λm 0.01 run beside it had finished)
