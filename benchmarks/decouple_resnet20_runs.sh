@@ -177,7 +177,7 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
     --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" sparsity_ratio=0.50 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10 \
     gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
-# Beside it, one thread each: the λm 0.03 recipe with the budget moved from the first stage to the last (R 0.7 / 0.5 / 0.3
+# Beside it, one thread each: the λm 0.03 recipe with more filters kept in the first stage and fewer in the last (R 0.7 / 0.5 / 0.3
 # per stage, the same mean, so the same 2x; each stage costs the same FLOPs). In every run the first stage's gates ended
 # fixed (a static cut of a 16-filter stage), while the last stage's 64 filters carried the dynamic ones.
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r070_050_030_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
@@ -188,7 +188,7 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
 # ramp; recorded in results/decouple_resnet20_calibration_r070_050_030.md by:
 python record_stopped_run.py --run-dir checkpoints/decouple_resnet20_ls_mi_conv1_r070_050_030_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
     --name r070_050_030 --against ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep --why "…"  # the text is in the JSON
-# The budget moved the other way instead, R 0.35 / 0.5 / 0.65:
+# The other way instead, fewer kept in the first stage and more in the last, R 0.35 / 0.5 / 0.65:
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd \
     --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
