@@ -194,3 +194,22 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
     --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
     sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.03 --resume
 # (resumed after epoch 21 with --threads 2 once the λm 0.01 run beside it had finished)
+# The R 0.35 / 0.5 / 0.65 run stopped in epoch 23 at the end of a session; resumed with its command above
+# (--threads 1, beside the run below).
+# The two levers together: R 0.35 / 0.5 / 0.65 per stage at λm 0.01, distilled path fine-tuning.
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf10_lm001_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
+    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=10 lambda_mi=0.01 --resume
+# In every 30-epoch run top-1 hardly moved over epochs 11-20 (gates settling after the ramp) and rose steadily over the
+# distilled path fine-tuning (21-30, still rising at 30). So the same run with 15 epochs of path fine-tuning, forked from
+# the run above after epoch 14 (epochs 1-14 do not depend on the length of path fine-tuning; the threshold moves to 2x
+# at the end of epoch 15 in the fork).
+python keep_epoch_checkpoint.py checkpoints/decouple_resnet20_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf10_lm001_flops2_30ep_pfkd/checkpoints/last.pt \
+    14 checkpoints/fork_r20_r035_050_065_lm001_after_epoch14/last_epoch14.pt &
+RUN=checkpoints/decouple_resnet20_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm001_flops2_30ep_pfkd/checkpoints
+mkdir -p "$RUN" && cp checkpoints/fork_r20_r035_050_065_lm001_after_epoch14/last_epoch14.pt "$RUN/last.pt"
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm001_flops2_30ep_pfkd \
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
+    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
+    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.01 --resume
