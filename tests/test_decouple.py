@@ -1,4 +1,5 @@
 import copy
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -731,15 +732,21 @@ def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recor
     from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
     from filterscope.train import TrainConfig
 
-    def run(resume: bool) -> tuple[dict, PathRecord]:
+    def run(resume: bool, lambda_sparsity: float = 5.0) -> tuple[dict, PathRecord]:
         config = TrainConfig(model="digits_cnn", data="digits", batch_size=64, lr=0.02, epochs=2, progress=False,
                              threads=1, run_dir=str(tmp_path / "run"), resume=resume)
-        summary = run_decoupling(config, DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.5, sparsity_form="mean",
+        summary = run_decoupling(config, DecoupleConfig(lambda_sparsity=lambda_sparsity, sparsity_ratio=0.5, sparsity_form="mean",
                                                         sparsity_on="evaluation", gate_lr_scale=10),
                                  DecouplingRunOptions(recalibrate_bn_images=200))
         return summary, PathRecord.load(tmp_path / "run" / "arrays" / "paths_test.npz")
 
-    (trained, trained_paths), (resumed, resumed_paths) = run(False), run(True)
+    trained, trained_paths = run(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed, resumed_paths = run(True)
+    assert not [w for w in caught if "settings changed" in str(w.message)]  # the same settings: nothing to say
+    with pytest.warns(UserWarning, match=r"decouple\.lambda_sparsity: 5\.0 -> 6\.0"):
+        run(True, lambda_sparsity=6.0)
     assert resumed["history"] == trained["history"]  # nothing was trained again
     for key in ("accuracy", "num_samples", "mean_flops", "flops_reduction", "dynamic_fraction", "silent_fraction"):
         assert resumed[key] == pytest.approx(trained[key], abs=1e-12), key

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,19 @@ def test_kill_minus_nine_mid_epoch_then_resume_gives_the_uninterrupted_weights(t
     assert resumed_state["epoch"] == 4
     expected = reference.model.state_dict()
     assert all(torch.equal(resumed_state["state_dict"][k], expected[k]) for k in expected)
+
+
+def test_resuming_with_changed_settings_warns_naming_each_change(tmp_path):
+    train(digits_config(tmp_path / "run", epochs=1, max_steps_per_epoch=3))
+    with pytest.warns(UserWarning, match="settings changed") as caught:
+        train(digits_config(tmp_path / "run", epochs=2, max_steps_per_epoch=3, lr=0.01, threads=2, resume=True))
+    message = str(next(w.message for w in caught if "settings changed" in str(w.message)))
+    assert "epochs: 1 -> 2" in message and "lr: 0.05 -> 0.01" in message
+    assert "threads" not in message and "resume" not in message  # how a run executes, not what it computes
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        train(digits_config(tmp_path / "run", epochs=2, max_steps_per_epoch=3, lr=0.01, resume=True))
+    assert not [w for w in again if "settings changed" in str(w.message)]
 
 
 DDP_RUN = textwrap.dedent(

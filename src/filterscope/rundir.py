@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,23 @@ class RunDir:
         write_text_atomically(target, yaml.safe_dump(to_plain(config), sort_keys=False))
         return target
 
+    def changed_settings(self, config: Any, name: str = "config.yaml", ignore: tuple[str, ...] = ()) -> list[str]:
+        """What differs between ``config`` and the settings file ``name`` already in the folder.
+
+        Each difference reads ``key: old -> new`` (nested keys joined by dots); keys in ``ignore``
+        are skipped, as is a missing or unreadable file (nothing to compare with).
+        """
+        target = self.path / name
+        try:
+            old = yaml.safe_load(target.read_text())
+        except (OSError, yaml.YAMLError):
+            return []
+        if not isinstance(old, dict):
+            return []
+        changes: list[str] = []
+        _compare_settings(old, to_plain(config), "", set(ignore), changes)
+        return changes
+
     def read_metrics(self) -> dict[str, Any]:
         target = self.path / "metrics.json"
         return json.loads(target.read_text()) if target.exists() else {}
@@ -76,3 +94,26 @@ class RunDir:
         target = self.path / "metrics.json"
         write_text_atomically(target, json.dumps(metrics, indent=2) + "\n")
         return target
+
+
+def warn_if_settings_changed(run: RunDir, config: Any, name: str = "config.yaml", ignore: tuple[str, ...] = ()) -> list[str]:
+    """Warn, naming each one, when a resumed run's settings differ from those its folder recorded."""
+    changes = run.changed_settings(config, name, ignore)
+    if changes:
+        warnings.warn(
+            f"resuming {run.path} with settings changed since its {name} was written ({'; '.join(changes)}); "
+            "the checkpoint goes on under the new settings - use a new run directory to train with them from the start.",
+            stacklevel=3,
+        )
+    return changes
+
+
+def _compare_settings(old: dict, new: dict, prefix: str, ignore: set[str], changes: list[str]) -> None:
+    for key in dict.fromkeys([*old, *new]):
+        if key in ignore:
+            continue
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            _compare_settings(before, after, f"{prefix}{key}.", ignore, changes)
+        elif before != after:
+            changes.append(f"{prefix}{key}: {before!r} -> {after!r}")

@@ -30,7 +30,7 @@ from .errors import UserInputError
 from .evaluate import EvalResult, evaluate
 from .models import create_model, model_spec
 from .models.checkpoint import read_checkpoint, save_atomically
-from .rundir import RunDir
+from .rundir import RunDir, warn_if_settings_changed
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -194,6 +194,10 @@ def load_data(config: TrainConfig, mean, std, image_shape, num_classes: int | No
     return train_set, eval_set
 
 
+# Settings that change how a run executes, not what it computes: resuming with others is expected.
+RUNTIME_ONLY_SETTINGS = ("resume", "progress", "threads", "workers", "device", "compile")
+
+
 def _seed_epoch(config: TrainConfig, epoch: int) -> None:
     torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + distributed.rank())
 
@@ -266,6 +270,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
+        if distributed.is_main_process():
+            warn_if_settings_changed(run, {"verb": metrics_key, **asdict(config)}, ignore=RUNTIME_ONLY_SETTINGS)
         if distributed.is_main_process() and config.progress:
             print(f"resuming {config.run_dir} after epoch {start_epoch}")
     elif config.resume and distributed.is_main_process():

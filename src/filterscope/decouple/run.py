@@ -24,7 +24,7 @@ from ..config import check_choices
 from ..errors import UserInputError
 from ..models import create_model, load_weights
 from ..models.checkpoint import read_checkpoint
-from ..rundir import RunDir
+from ..rundir import RunDir, warn_if_settings_changed
 from ..train import TrainConfig, input_normalization, load_data, train
 from .batchnorm import recalibrate_batchnorm
 from .config import DecoupleConfig
@@ -247,6 +247,8 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     run = RunDir(train_config.run_dir)
     if train_config.resume and (run.checkpoints / "last.pt").exists():  # the biases come from the checkpoint, their record from here
         decoupled.gate_threshold = float(read_checkpoint(run.checkpoints / "last.pt").get("gate_threshold", 0.0))
+        if distributed.is_main_process():
+            warn_if_settings_changed(run, {"decouple": asdict(decoupled.config), "options": asdict(options)}, "decouple.yaml")
 
     def before_evaluation(current: DecoupledModel, dataset, epoch: int) -> None:
         def recalibrate() -> None:
