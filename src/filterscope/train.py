@@ -264,6 +264,7 @@ def train(
     optimizer = torch.optim.SGD(
         groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=config.nesterov
     )
+    recorded_config = {"verb": metrics_key, **asdict(config)}
     if config.resume and last_checkpoint.exists():
         state = read_checkpoint(last_checkpoint)
         model.load_state_dict(state["state_dict"])
@@ -271,13 +272,13 @@ def train(
         history = list(state.get("history", []))
         start_epoch = int(state["epoch"])
         if distributed.is_main_process():
-            warn_if_settings_changed(run, {"verb": metrics_key, **asdict(config)}, ignore=RUNTIME_ONLY_SETTINGS)
+            warn_if_settings_changed(run, recorded_config, ignore=RUNTIME_ONLY_SETTINGS)
         if distributed.is_main_process() and config.progress:
             print(f"resuming {config.run_dir} after epoch {start_epoch}")
     elif config.resume and distributed.is_main_process():
         print(f"no checkpoint in {run.checkpoints}; starting from scratch")
     if distributed.is_main_process():
-        run.write_config({"verb": metrics_key, **asdict(config)})
+        run.write_config(recorded_config)
 
     training_model: nn.Module = model
     if is_distributed:

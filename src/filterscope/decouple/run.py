@@ -245,10 +245,11 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
                                     distill_phase=options.distill_phase, compile_teacher=train_config.compile)
     flops_target_epoch = flops_target_start(train_config, decoupled.config, options)
     run = RunDir(train_config.run_dir)
+    recorded_settings = {"decouple": asdict(decoupled.config), "options": asdict(options)}
     if train_config.resume and (run.checkpoints / "last.pt").exists():  # the biases come from the checkpoint, their record from here
         decoupled.gate_threshold = float(read_checkpoint(run.checkpoints / "last.pt").get("gate_threshold", 0.0))
         if distributed.is_main_process():
-            warn_if_settings_changed(run, {"decouple": asdict(decoupled.config), "options": asdict(options)}, "decouple.yaml")
+            warn_if_settings_changed(run, recorded_settings, "decouple.yaml")
 
     def before_evaluation(current: DecoupledModel, dataset, epoch: int) -> None:
         def recalibrate() -> None:
@@ -260,7 +261,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         else:
             recalibrate()
 
-    run.write_config({"decouple": asdict(decoupled.config), "options": asdict(options)}, name="decouple.yaml")
+    run.write_config(recorded_settings, name="decouple.yaml")
     result = train(
         train_config,
         model=decoupled,
