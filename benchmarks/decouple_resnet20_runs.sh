@@ -233,3 +233,16 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
     --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
     --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
     sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.003 --resume
+# The two runs above were lost with their run directories before they were resumed (run directories are not
+# committed), as was the 30-epoch dense teacher. Restarted in a later session: the 10-epoch dense teacher again,
+# and λm 0.001 with two seeds, distilled from that 10-epoch teacher. The teacher is used only in path fine-tuning,
+# so epochs 1-14 ran without it loaded (the same commands without --distill-weight/--teacher), each run stopped
+# after its epoch-14 checkpoint and resumed from there with the teacher (the resume warns that the settings changed).
+python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoints/teacher_resnet20_10ep --name teacher_rerun
+for SEED in 0 1; do
+  NAME=ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10$([ $SEED = 1 ] && echo seed1)
+  python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed $SEED --name $NAME \
+      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --distill-phase path_finetune \
+      --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
+      sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.001 --resume
+done
