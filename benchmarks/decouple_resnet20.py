@@ -229,7 +229,9 @@ def write_table(model: str) -> None:
         baseline = json.loads(path.read_text())
         if "teacher" not in path.stem:
             references[baseline["epochs"]] = baseline["history"]
-        kind = "dense reference, repeat (distillation teacher)" if "teacher" in path.stem else "dense reference"
+        kind = "dense reference"
+        if "teacher" in path.stem:  # a repeat trained as a distillation teacher; "_rerun": the same command run again
+            kind = "dense reference, repeat (distillation teacher)" + (", run again" if "rerun" in path.stem else "")
         rows.append(f"| {kind} ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
         points.append(("dense", f"{baseline['epochs']} ep", 1.0, baseline["test_accuracy"]))
     for path in sorted(RESULTS.glob(f"static_pruned_{model}_*.json")):
