@@ -18,6 +18,7 @@ ls_kl, ls_mi and all form the Table 7 ablation.
 
 from __future__ import annotations
 
+import itertools
 import argparse
 import json
 import time
@@ -163,7 +164,7 @@ def draw_training_curves(model: str, runs: list[tuple[str, list[dict]]], referen
     from filterscope.report.figures import plt, save_figure
 
     figure, (accuracy_axis, dynamic_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])  # more runs than colours: they repeat
     for name, history in runs:
         color = next(colors)
         epochs = [row["epoch"] for row in history]
