@@ -18,8 +18,8 @@ ls_kl, ls_mi and all form the Table 7 ablation.
 
 from __future__ import annotations
 
-import itertools
 import argparse
+import itertools
 import json
 import time
 from dataclasses import asdict

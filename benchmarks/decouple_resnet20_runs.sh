@@ -209,30 +209,26 @@ python keep_epoch_checkpoint.py checkpoints/decouple_resnet20_ls_mi_conv1_r035_0
     14 checkpoints/fork_r20_r035_050_065_lm001_after_epoch14/last_epoch14.pt &
 RUN=checkpoints/decouple_resnet20_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm001_flops2_30ep_pfkd/checkpoints
 mkdir -p "$RUN" && cp checkpoints/fork_r20_r035_050_065_lm001_after_epoch14/last_epoch14.pt "$RUN/last.pt"
+# The recipe of the runs below (gates on the blocks' first convs, R 0.35 / 0.5 / 0.65 ramped over 10 epochs, gate lr x3,
+# |γ|-ordered biases, detached gate input, held to 2x and distilled over 15 epochs of path fine-tuning); each
+# command ends the --set list with its λm.
+PF15_RECIPE=(--distill-phase path_finetune --flops-target 2.0 --set "include=[layer*.conv1]"
+    "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=10
+    gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15)
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm001_flops2_30ep_pfkd \
-    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
-    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.01 --resume
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.01 --resume
 # Next session: the λm trend one step further (0.03 -> 0.01 gained +0.77 at R 0.35 / 0.5 / 0.65), λm 0.003 with
 # 15 epochs of distilled path fine-tuning from the start, beside a second seed of the best run so far (λm 0.01, pf15).
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkd \
-    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
-    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.003 --resume
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.003 --resume
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed 1 --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm001_flops2_30ep_pfkdseed1 \
-    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
-    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.01 --resume
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.01 --resume
 # λm 0.003 gave 0.8735 (-1.30), seed 1 of λm 0.01 0.8716 (-1.49). Next: λm 0.001 (seed 0) and a second seed of
 # λm 0.003, started at the end of a session to be resumed with the same commands in the next.
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd \
-    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
-    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.001 --resume
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed 1 --name ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkdseed1 \
-    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt --distill-phase path_finetune \
-    --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-    sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.003 --resume
+    --distill-weight 1 --teacher checkpoints/baseline_resnet20_30ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.003 --resume
 # The two runs above were lost with their run directories before they were resumed (run directories are not
 # committed), as was the 30-epoch dense teacher. Restarted in a later session: the 10-epoch dense teacher again,
 # and λm 0.001 with two seeds, distilled from that 10-epoch teacher. The teacher is used only in path fine-tuning,
@@ -242,7 +238,5 @@ python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoi
 for SEED in 0 1; do
   NAME=ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10$([ $SEED = 1 ] && echo seed1)
   python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed $SEED --name $NAME \
-      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --distill-phase path_finetune \
-      --flops-target 2.0 --set "include=[layer*.conv1]" "sparsity_ratio=[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65]" sparsity_warmup_epochs=0 \
-      sparsity_ratio_ramp_epochs=10 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true path_finetune_epochs=15 lambda_mi=0.001 --resume
+      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
 done
