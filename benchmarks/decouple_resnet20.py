@@ -77,8 +77,8 @@ def run_variant(args) -> None:
     )
     decouple_config = DecoupleConfig(**config_values)
     options = DecouplingRunOptions(**variant["options"], recalibrate_bn_images=args.recalibrate_bn_images,
-                                   distill_weight=args.distill_weight, teacher_weights=args.teacher, distill_phase=args.distill_phase,
-                                   flops_target=args.flops_target)
+                                   distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+                                   teacher_weights=args.teacher, distill_phase=args.distill_phase, flops_target=args.flops_target)
     processes = record_process(train_config.run_dir, resume=args.resume)
     start = time.time()
     summary = run_decoupling(train_config, decouple_config, options)
@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="training steps through torch.compile")
     parser.add_argument("--distill-weight", type=float, default=0.0, help="λd of distillation from the starting network")
+    parser.add_argument("--distill-temperature", type=float, default=4.0, help="T of the distillation term")
     parser.add_argument("--teacher", default=None, help="checkpoint to distil from instead of the starting network")
     parser.add_argument("--distill-phase", choices=DISTILL_PHASES, default="all", help="all: distil at every step; path_finetune: only while the gates are frozen")
     parser.add_argument("--flops-target", type=float, default=0.0,

@@ -240,3 +240,16 @@ for SEED in 0 1; do
   python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed $SEED --name $NAME \
       --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
 done
+# Distillation weight in path fine-tuning: the λm 0.001 seed 0 run (λd 1: 0.8718) forked from its epoch-14
+# checkpoint (the previous session's run directories were still on the machine) with λd 3 and λd 9. λd 9 fell 8
+# points behind at epoch 16 and was stopped after epoch 18 (0.8170 against 0.8540 for λd 1); see the README.
+for KD in 3 9; do
+  NAME=ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10_kdw$KD
+  RUN=checkpoints/decouple_resnet20_$NAME/checkpoints; mkdir -p $RUN
+  cp checkpoints/fork_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10/last_epoch14.pt $RUN/last.pt
+  python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name $NAME \
+      --distill-weight $KD --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
+done
+# What a fixed mask of the same units pays at 2x over the same 30 epochs (beside the λd 3 run): static pruning,
+# half of every block's first conv kept (ranked by BN |γ|), distilled from the same teacher at every step.
+python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt
