@@ -252,4 +252,14 @@ for KD in 3 9; do
 done
 # What a fixed mask of the same units pays at 2x over the same 30 epochs (beside the λd 3 run): static pruning,
 # half of every block's first conv kept (ranked by BN |γ|), distilled from the same teacher at every step.
+# Stopped after epoch 11 (test top-1 0.8487) to free the core for the 60-epoch dense reference below; rerun with --resume.
 python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt
+# A longer schedule for both sides: the dense reference gains little with epochs (10: 0.8835, 20: 0.8849, 30: 0.8865)
+# while the 2x decoupled network still underfits at 30 (training split 0.92-0.93 against 0.977). 60 epochs, the best
+# 30-epoch recipe with its phases doubled (R ramped over 20 epochs, 30 epochs of distilled path fine-tuning), λm 0.003.
+# Started side by side at the end of a session, to be resumed (--resume) in the next if the run directories survive.
+python baseline_resnet20.py --epochs 60 --compile --threads 1 --resume
+PF30_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio_ramp_epochs=10/sparsity_ratio_ramp_epochs=20}")
+PF30_RECIPE=("${PF30_RECIPE[@]/path_finetune_epochs=15/path_finetune_epochs=30}")
+python decouple_resnet20.py --epochs 60 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp20_bnbias_detach_pf30_lm0003_flops2_60ep_pfkd10 \
+    --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF30_RECIPE[@]}" lambda_mi=0.003 --resume
