@@ -246,14 +246,15 @@ done
 for KD in 3 9; do
   NAME=ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10_kdw$KD
   RUN=checkpoints/decouple_resnet20_$NAME/checkpoints; mkdir -p $RUN
-  cp checkpoints/fork_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10/last_epoch14.pt $RUN/last.pt
+  # only when the fork has not started yet: run again, the command resumes it instead of resetting it to epoch 14
+  [ -f $RUN/last.pt ] || cp checkpoints/fork_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10/last_epoch14.pt $RUN/last.pt
   python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name $NAME \
       --distill-weight $KD --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
 done
 # What a fixed mask of the same units pays at 2x over the same 30 epochs (beside the λd 3 run): static pruning,
 # half of every block's first conv kept (ranked by BN |γ|), distilled from the same teacher at every step.
-# Stopped after epoch 11 (test top-1 0.8487) to free the core for the 60-epoch dense reference below; rerun with --resume.
-python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt
+# Stopped after epoch 11 (test top-1 0.8487) to free the core for the 60-epoch dense reference below; the command resumes it.
+python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --resume
 # A longer schedule for both sides: the dense reference gains little with epochs (10: 0.8835, 20: 0.8849, 30: 0.8865)
 # while the 2x decoupled network still underfits at 30 (training split 0.92-0.93 against 0.977). 60 epochs, the best
 # 30-epoch recipe with its phases doubled (R ramped over 20 epochs, 30 epochs of distilled path fine-tuning), λm 0.003.
