@@ -259,6 +259,9 @@ python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile -
 # while the 2x decoupled network still underfits at 30 (training split 0.92-0.93 against 0.977). 60 epochs, the best
 # 30-epoch recipe with its phases doubled (R ramped over 20 epochs, 30 epochs of distilled path fine-tuning), λm 0.003.
 # Started side by side at the end of a session, to be resumed (--resume) in the next if the run directories survive.
+# Resumed in the next session (the run directories survived): the dense reference from after epoch 34, the decoupling
+# from after epoch 22; when the dense reference had finished (0.8851 at 60 epochs), the decoupling was stopped after
+# epoch 41 and resumed with --threads 2 (a runtime-only setting) for its last 19 epochs.
 python baseline_resnet20.py --epochs 60 --compile --threads 1 --resume
 PF30_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio_ramp_epochs=10/sparsity_ratio_ramp_epochs=20}")
 PF30_RECIPE=("${PF30_RECIPE[@]/path_finetune_epochs=15/path_finetune_epochs=30}")
