@@ -254,6 +254,7 @@ done
 # What a fixed mask of the same units pays at 2x over the same 30 epochs (beside the λd 3 run): static pruning,
 # half of every block's first conv kept (ranked by BN |γ|), distilled from the same teacher at every step.
 # Stopped after epoch 11 (test top-1 0.8487) to free the core for the 60-epoch dense reference below; the command resumes it.
+# Resumed from after epoch 11 at the end of the session that finished the 60-epoch pair, to be resumed again in the next.
 python static_pruned_resnet20.py --ratio 0.5 --epochs 30 --threads 1 --compile --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --resume
 # A longer schedule for both sides: the dense reference gains little with epochs (10: 0.8835, 20: 0.8849, 30: 0.8865)
 # while the 2x decoupled network still underfits at 30 (training split 0.92-0.93 against 0.977). 60 epochs, the best
