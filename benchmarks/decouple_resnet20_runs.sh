@@ -268,3 +268,10 @@ PF30_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio_ramp_epochs=10/sparsity_ratio_ramp
 PF30_RECIPE=("${PF30_RECIPE[@]/path_finetune_epochs=15/path_finetune_epochs=30}")
 python decouple_resnet20.py --epochs 60 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp20_bnbias_detach_pf30_lm0003_flops2_60ep_pfkd10 \
     --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF30_RECIPE[@]}" lambda_mi=0.003 --resume
+# The last-stage lever one step further: R 0.25 / 0.5 / 0.75 per stage (same mean, so the same 2x; every stage costs
+# the same FLOPs), the trend so far being 0.7 / 0.5 / 0.3 (2.7 points behind at epoch 10) < 0.5 uniform (0.8629) <
+# 0.35 / 0.5 / 0.65 (0.8687 at the same λm 0.01 and pf10). λm 0.003 and 15 epochs of distilled path fine-tuning as
+# in the best 30-epoch run (0.8735). Beside the static comparator above, one thread each.
+R025_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio=\[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65\]/sparsity_ratio=[0.25,0.25,0.25,0.5,0.5,0.5,0.75,0.75,0.75]}")
+python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r025_050_075_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkd10 \
+    --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${R025_RECIPE[@]}" lambda_mi=0.003 --resume
