@@ -275,7 +275,7 @@ python decouple_resnet20.py --epochs 60 --threads 1 --compile --variant ls_mi --
 # in the best 30-epoch run (0.8735). Beside the static comparator above, one thread each.
 R025_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio=\[0.35,0.35,0.35,0.5,0.5,0.5,0.65,0.65,0.65\]/sparsity_ratio=[0.25,0.25,0.25,0.5,0.5,0.5,0.75,0.75,0.75]}")
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r025_050_075_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkd10 \
-    --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${R025_RECIPE[@]}" lambda_mi=0.003 --resume
+    "${TEACHER[@]}" "${R025_RECIPE[@]}" lambda_mi=0.003 --resume
 # The R 0.25 / 0.5 / 0.75 run: 0.8752 at 2.00x, 23.5 % dynamic (-1.13).
 # The static comparator (a fixed mask, distilled for all 30 epochs) ended at 0.8787, ahead of every decoupled run: the
 # noisy gate phase seems to cost what path fine-tuning cannot win back. So a shorter gate phase and a longer distilled path
@@ -284,5 +284,5 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
 RAMP6_RECIPE=("${PF15_RECIPE[@]/sparsity_ratio_ramp_epochs=10/sparsity_ratio_ramp_epochs=6}")
 RAMP6_RECIPE=("${RAMP6_RECIPE[@]/path_finetune_epochs=15/path_finetune_epochs=20}")
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name ls_mi_conv1_r035_050_065_ramp6_bnbias_detach_pf20_lm0003_flops2_30ep_pfkd10 \
-    --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${RAMP6_RECIPE[@]}" lambda_mi=0.003 --resume
-# Stopped by the end of the session after its epoch-25/26 checkpoint (0.8713 after 25); the command above resumes it.
+    "${TEACHER[@]}" "${RAMP6_RECIPE[@]}" lambda_mi=0.003 --resume
+# Still running when its session stopped (0.8713 after epoch 25); the command above resumes it from its last checkpoint.
