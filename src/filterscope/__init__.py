@@ -13,6 +13,7 @@ from .analysis.semantic_pruning import SemanticPruningConfig, accumulate_respons
 from .capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
 from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
+from .decouple.recipes import RECIPES, load_recipe
 from .decouple.run import DecouplingRunOptions, run_decoupling
 from .decouple.threshold import shift_gate_threshold, threshold_for_flops
 from .engine import count_costs
@@ -44,6 +45,8 @@ __all__ = [
     "decompose",
     "decouple",
     "run_decoupling",
+    "RECIPES",
+    "load_recipe",
     "shift_gate_threshold",
     "threshold_for_flops",
     "find_influential_features",

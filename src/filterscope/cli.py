@@ -90,7 +90,10 @@ def _add_decouple_parser(verbs) -> None:
     parser = verbs.add_parser(
         "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop"
     )
-    parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options")
+    from .decouple.recipes import RECIPES
+
+    parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options, or the name of "
+                        f"a bundled recipe ({', '.join(RECIPES)}); flags override it")
     add_dataclass_arguments(parser, TrainConfig)
     add_dataclass_arguments(parser, DecoupleConfig, skip=("include", "exclude"))
     parser.add_argument("--include", dest="include", nargs="*", default=argparse.SUPPRESS, help="unit name patterns to gate")
@@ -102,11 +105,12 @@ def _run_decouple(args) -> int:
     from . import distributed
     from .config import read_yaml_config, resolve_configs
     from .decouple import DecoupleConfig
+    from .decouple.recipes import config_file
     from .decouple.run import DecouplingRunOptions, run_decoupling
     from .train import TrainConfig
 
     train_config, decouple_config, options = resolve_configs(
-        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, read_yaml_config(args.config)
+        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, read_yaml_config(config_file(args.config))
     )
     summary = run_decoupling(train_config, decouple_config, options)
     if distributed.is_main_process():

@@ -1,0 +1,53 @@
+"""The bundled decoupling recipes are the settings of the runs their comments cite."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import filterscope as fs
+from filterscope.decouple.objective import layer_ratios_for
+from filterscope.decouple.recipes import RECIPES, recipe_path
+
+from test_cli import assert_one_clear_error, run_cli
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# The measured run each recipe reproduces (its JSON records the settings it ran with).
+MEASURED_RUN = {
+    "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkd10.json",
+    "resnet56-cifar10-2x": "decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd.json",
+}
+# What the caller supplies (paths, threads, where the run goes) or what only says how the run was kept.
+NOT_IN_RECIPE = {"weights", "data", "teacher_weights", "run_dir", "resume", "threads", "progress", "device", "workers", "seed"}
+
+
+def test_every_recipe_has_its_measured_run():
+    assert set(RECIPES) == set(MEASURED_RUN)
+    for name in RECIPES:
+        assert MEASURED_RUN[name] in recipe_path(name).read_text(), "the recipe's comment cites its run"
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED_RUN))
+def test_recipe_settings_equal_the_measured_run(name):
+    measured = json.loads((RESULTS / MEASURED_RUN[name]).read_text())
+    train_config, decouple_config, options = fs.load_recipe(name)
+    assert vars(decouple_config) == measured["decouple_config"]
+    recorded_options = {k: v for k, v in measured["options"].items() if k not in NOT_IN_RECIPE}
+    assert {k: getattr(options, k) for k in recorded_options} == recorded_options
+    recorded_train = {k: v for k, v in measured["train_config"].items() if k not in NOT_IN_RECIPE}
+    assert {k: getattr(train_config, k) for k in recorded_train} == recorded_train
+
+
+def test_recipe_gates_the_blocks_first_convs_with_per_stage_ratios():
+    train_config, decouple_config, _ = fs.load_recipe("resnet20-cifar10-2x", weights="ignored.th")
+    assert train_config.weights == "ignored.th"  # overrides win, as flags do
+    model = fs.decouple(fs.create_model(train_config.model, num_classes=10), decouple_config, num_classes=10)
+    assert list(model.gated_units) == [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
+    assert layer_ratios_for(model) == [0.25] * 3 + [0.5] * 3 + [0.75] * 3
+
+
+def test_unknown_recipe_or_missing_config_file_is_one_clear_error(capsys):
+    code, _, err = run_cli("decouple", "--config", "resnet21-cifar10-2x", capsys=capsys)
+    assert_one_clear_error(code, err, "neither a file nor a bundled recipe", "resnet20-cifar10-2x")
+    with pytest.raises(fs.UserInputError, match="resnet56-cifar10-2x"):
+        fs.load_recipe("no-such-recipe")
