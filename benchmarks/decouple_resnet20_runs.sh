@@ -294,18 +294,27 @@ python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --
 R025_RECIPE_201=("${R025_RECIPE[@]/#2.0/2.01}")  # the one element that starts with 2.0 is the FLOPs target
 python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --seed 1 --name ls_mi_conv1_r025_050_075_ramp10_bnbias_detach_pf15_lm0003_flops201_30ep_pfkd10seed1 \
     "${TEACHER[@]}" "${R025_RECIPE_201[@]}" lambda_mi=0.003 --resume
-# Next session, from nothing on disk: the 10-epoch dense teacher trained again beside two runs that combine both levers
+# Next session, from nothing on disk: the 10-epoch dense teacher trained again beside runs that combine both levers
 # (R 0.25 / 0.5 / 0.75 and the shorter gate phase), started at once with fork_with_teacher.sh, which gives each run the
-# teacher from its path fine-tuning on (the gate phase does not use it). Both levers also lowered the share of dynamic
-# filters (33.9 -> 23.2 and 23.5 %), so two gate-phase lengths: gates frozen after epoch 10 (20 epochs of path
-# fine-tuning) and after epoch 12 (18), the latter for more dynamic filters if the first ends under 20 %.
+# teacher from its path fine-tuning on (the gate phase does not use it; in this session the teacher ran beside it).
+# Both levers also lowered the share of dynamic filters (33.9 -> 23.2 and 23.5 %), so three gate-phase lengths: gates
+# frozen after epoch 10 (20 epochs of path fine-tuning), 12 (18) and 14 (16), the later ones for more dynamic filters.
 python baseline_resnet20.py --epochs 10 --compile --threads 1 --run-dir checkpoints/teacher_resnet20_10ep --name teacher_rerun2
 R025_RAMP6_RECIPE=(--epochs 30 --threads 1 --compile --variant ls_mi --distill-phase path_finetune --flops-target 2.01
     --set "include=[layer*.conv1]" "sparsity_ratio=[0.25,0.25,0.25,0.5,0.5,0.5,0.75,0.75,0.75]" sparsity_warmup_epochs=0
     sparsity_ratio_ramp_epochs=6 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true)
 DONE=results/baseline_resnet20_cifar10jpeg_teacher_rerun2.json
-for PF in 20 18; do  # kept after the gate phase's last epoch but one, as the earlier forks were
-  bash fork_with_teacher.sh ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf${PF}_lm0003_flops201_30ep_pfkd10 $((29 - PF)) \
-      $DONE checkpoints/teacher_resnet20_10ep/checkpoints/last.pt -- "${R025_RAMP6_RECIPE[@]}" path_finetune_epochs=$PF lambda_mi=0.003 &
+NAME=ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf20_lm0003_flops201_30ep_pfkd10  # gates frozen after epoch 10
+bash fork_with_teacher.sh $NAME 9 $DONE checkpoints/teacher_resnet20_10ep/checkpoints/last.pt -- "${R025_RAMP6_RECIPE[@]}" \
+    path_finetune_epochs=20 lambda_mi=0.003
+# (The teacher reproduced its earlier run exactly: 0.8842.) The runs with the gates frozen later share the first run's
+# epochs 1-9 bit for bit (the same seed and settings until the gate phase ends), so they were started from its kept
+# epoch-9 checkpoint instead of from the beginning: frozen after epoch 12 (18 epochs of path fine-tuning) and after
+# epoch 14 (16), for more dynamic filters (18.2 % after epoch 9).
+for PF in 18 16; do
+  RUN=checkpoints/decouple_resnet20_${NAME/pf20/pf$PF}/checkpoints; mkdir -p $RUN
+  [ -f $RUN/last.pt ] || cp checkpoints/fork_$NAME/last_epoch9.pt $RUN/last.pt  # not when the run has started: resume it
+  python decouple_resnet20.py --name ${NAME/pf20/pf$PF} "${R025_RAMP6_RECIPE[@]}" path_finetune_epochs=$PF lambda_mi=0.003 \
+      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --resume &
 done
 wait
