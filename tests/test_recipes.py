@@ -14,7 +14,7 @@ from test_cli import assert_one_clear_error, run_cli
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 # The measured run each recipe reproduces (its JSON records the settings it ran with).
 MEASURED_RUN = {
-    "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp10_bnbias_detach_pf15_lm0003_flops2_30ep_pfkd10.json",
+    "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf20_lm0003_flops201_30ep_pfkd10.json",
     "resnet56-cifar10-2x": "decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd.json",
 }
 # What the caller supplies (paths, threads, where the run goes) or what only says how the run was kept.
