@@ -8,6 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 MAIN=(--set "include=[layer*.conv1]" sparsity_ratio=0.45 sparsity_warmup_epochs=0 sparsity_ratio_ramp_epochs=4 gate_lr_scale=3 gate_bias_order=bn_scale detach_gate_input=true)
 run() { python decouple_resnet20.py --epochs 10 --threads 1 --compile "$@"; }
+# fork KEPT NAME ARGS...: run NAME from the kept checkpoint KEPT of another run (copied only when NAME has not started,
+# so that running the line again resumes the fork instead of resetting it).
+fork() {
+  local kept=$1 name=$2; shift 2
+  local run_dir=checkpoints/decouple_resnet20_$name/checkpoints
+  mkdir -p "$run_dir"; [ -f "$run_dir/last.pt" ] || cp "$kept" "$run_dir/last.pt"
+  python decouple_resnet20.py --name "$name" "$@" --resume
+}
 
 run --variant ls_mi --name ls_mi_conv1_r045_ramp_bnbias_detach "${MAIN[@]}"   # R = 0.45, L_s + L_mi (main)
 run --variant ls_mi --name r0_ls_mi_conv1_bnbias_detach --set "include=[layer*.conv1]" sparsity_ratio=0.0 lambda_sparsity=0.04 \
@@ -244,12 +252,9 @@ done
 # checkpoint (the previous session's run directories were still on the machine) with λd 3 and λd 9. λd 9 fell 8
 # points behind at epoch 16 and was stopped after epoch 18 (0.8170 against 0.8540 for λd 1); see the README.
 for KD in 3 9; do
-  NAME=ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10_kdw$KD
-  RUN=checkpoints/decouple_resnet20_$NAME/checkpoints; mkdir -p $RUN
-  # only when the fork has not started yet: run again, the command resumes it instead of resetting it to epoch 14
-  [ -f $RUN/last.pt ] || cp checkpoints/fork_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10/last_epoch14.pt $RUN/last.pt
-  python decouple_resnet20.py --epochs 30 --threads 1 --compile --variant ls_mi --name $NAME \
-      --distill-weight $KD --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001 --resume
+  fork checkpoints/fork_ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10/last_epoch14.pt \
+      ls_mi_conv1_r035_050_065_ramp10_bnbias_detach_pf15_lm0001_flops2_30ep_pfkd10_kdw$KD --epochs 30 --threads 1 --compile \
+      --variant ls_mi --distill-weight $KD --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt "${PF15_RECIPE[@]}" lambda_mi=0.001
 done
 # What a fixed mask of the same units pays at 2x over the same 30 epochs (beside the λd 3 run): static pruning,
 # half of every block's first conv kept (ranked by BN |γ|), distilled from the same teacher at every step.
@@ -312,10 +317,8 @@ bash fork_with_teacher.sh $NAME 9 $DONE checkpoints/teacher_resnet20_10ep/checkp
 # epoch-9 checkpoint instead of from the beginning: frozen after epoch 12 (18 epochs of path fine-tuning) and after
 # epoch 14 (16), for more dynamic filters (18.2 % after epoch 9).
 for PF in 18 16; do
-  RUN=checkpoints/decouple_resnet20_${NAME/pf20/pf$PF}/checkpoints; mkdir -p $RUN
-  [ -f $RUN/last.pt ] || cp checkpoints/fork_$NAME/last_epoch9.pt $RUN/last.pt  # not when the run has started: resume it
-  python decouple_resnet20.py --name ${NAME/pf20/pf$PF} "${R025_RAMP6_RECIPE[@]}" path_finetune_epochs=$PF lambda_mi=0.003 \
-      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt --resume &
+  fork checkpoints/fork_$NAME/last_epoch9.pt ${NAME/pf20/pf$PF} "${R025_RAMP6_RECIPE[@]}" path_finetune_epochs=$PF lambda_mi=0.003 \
+      --distill-weight 1 --teacher checkpoints/teacher_resnet20_10ep/checkpoints/last.pt &
 done
 wait
 # Results: gates frozen after epoch 10: 0.8783 at 2.01x, 20.5 % dynamic (-0.82 against the 30-epoch dense 0.8865,
