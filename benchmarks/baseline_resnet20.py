@@ -24,9 +24,9 @@ from pathlib import Path
 
 from common import CHECKPOINTS, WEIGHTS, record_process, sha256, write_results
 
-from filterscope.evaluate import evaluate_checkpoint
-from filterscope.paths import shared_dir
-from filterscope.train import TrainConfig, train
+from filterscope.analyses.evaluate import evaluate_checkpoint
+from filterscope.core.locations import shared_dir
+from filterscope.training.train import TrainConfig, train
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ def record_process(run_dir: str | Path, resume: bool) -> list[dict]:
     (0: from the start; a checkpoint copied in from another run counts as resumed).
     """
     from filterscope.models.checkpoint import read_checkpoint
-    from filterscope.rundir import write_text_atomically
+    from filterscope.io.run_dir import write_text_atomically
 
     run_dir = Path(run_dir)
     log = run_dir / "benchmark_processes.json"

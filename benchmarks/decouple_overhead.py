@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from common import write_results
 
-from filterscope.decouple import DecoupleConfig, DecouplingObjective, decouple
+from filterscope.methods.decoupling import DecoupleConfig, DecouplingObjective, decouple
 from filterscope.models import create_model
 
 

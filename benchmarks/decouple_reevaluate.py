@@ -1,7 +1,7 @@
 """Re-evaluate a finished decoupled ResNet-20 run with BatchNorm statistics re-estimated the current way.
 
 Runs finished before BatchNorm re-estimation went through the training transform (augmented
-images, see filterscope.decouple.batchnorm) were evaluated with statistics from un-augmented
+images, see filterscope.methods.decoupling.batchnorm) were evaluated with statistics from un-augmented
 images. This loads the run's last checkpoint, re-estimates the statistics as run_decoupling now
 does (10,000 training images, seed = the run's seed + its epoch count), measures accuracy, FLOPs
 and filter states on the test split with evaluation gates, and stores them under "reevaluated" in
@@ -20,11 +20,11 @@ import torch
 from common import CHECKPOINTS, COMMIT_AT_START, RESULTS
 from torch.utils.data import DataLoader
 
-from filterscope.analysis.paths import collect_paths
-from filterscope.decouple import load_decoupled
-from filterscope.decouple.batchnorm import recalibrate_batchnorm
+from filterscope.methods.decoupling.paths import collect_paths
+from filterscope.methods.decoupling import load_decoupled
+from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
 from filterscope.models import model_spec
-from filterscope.train import TrainConfig, load_data
+from filterscope.training.train import TrainConfig, load_data
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ from pathlib import Path
 import yaml
 from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, record_process, write_results
 
-from filterscope.decouple import DecoupleConfig
-from filterscope.decouple.run import DISTILL_PHASES, DecouplingRunOptions, run_decoupling
-from filterscope.paths import shared_dir
-from filterscope.train import TrainConfig
+from filterscope.methods.decoupling import DecoupleConfig
+from filterscope.pipelines.decoupling import DISTILL_PHASES, DecouplingRunOptions, run_decoupling
+from filterscope.core.locations import shared_dir
+from filterscope.training.train import TrainConfig
 
 # Settings shared by every variant, chosen from the calibration runs recorded in the results
 # (sparsity on evaluation gates, width-independent form, gates learning 10× faster) and from a

@@ -22,13 +22,14 @@ import torch
 from common import CHECKPOINTS, RESULTS, model_title, write_results
 from torch.utils.data import DataLoader, Subset
 
-from filterscope import shift_gate_threshold, threshold_for_flops
-from filterscope.analysis.paths import collect_paths
+from filterscope import shift_gate_threshold
+from filterscope import threshold_for_flops
+from filterscope.methods.decoupling.paths import collect_paths
 from filterscope.data import load_dataset
-from filterscope.decouple import load_decoupled
-from filterscope.decouple.batchnorm import recalibrate_batchnorm
+from filterscope.methods.decoupling import load_decoupled
+from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
 from filterscope.models import model_spec
-from filterscope.train import TrainConfig, load_data
+from filterscope.training.train import TrainConfig, load_data
 
 DEFAULT_THRESHOLDS = (0.05, 0.02, 0.0, -0.01, -0.02, -0.05, -0.1, -0.2, -0.5, -1.0)
 STATE_KEYS = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "active_fraction",

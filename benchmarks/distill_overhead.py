@@ -19,7 +19,7 @@ import time
 import torch
 from common import write_results
 
-from filterscope.decouple import DecoupleConfig, DecouplingObjective, decouple
+from filterscope.methods.decoupling import DecoupleConfig, DecouplingObjective, decouple
 from filterscope.models import create_model
 
 STEPS_PER_EPOCH, EPOCHS = 390, 30

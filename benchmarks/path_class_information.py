@@ -25,9 +25,9 @@ import torch
 from common import CHECKPOINTS, RESULTS, model_title, write_results
 from sklearn.linear_model import LogisticRegression
 
-from filterscope.analysis.checkpoint_paths import record_checkpoint_paths
-from filterscope.analysis.paths import PathRecord
-from filterscope.paths import shared_dir
+from filterscope.pipelines.paths import record_checkpoint_paths
+from filterscope.methods.decoupling.paths import PathRecord
+from filterscope.core.locations import shared_dir
 
 
 def stage_of(layer_name: str) -> str:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
 
 from filterscope import find_units
-from filterscope.analysis.semantic_pruning import (
+from filterscope.methods.semantic_pruning.semantic_pruning import (
     DEFAULT_RATIOS,
     AccumulatedResponse,
     accumulate_responses,
@@ -45,7 +45,7 @@ from filterscope.analysis.semantic_pruning import (
 )
 from filterscope.data import load_dataset
 from filterscope.models import create_model, model_spec
-from filterscope.paths import shared_dir
+from filterscope.core.locations import shared_dir
 
 CACHE = CHECKPOINTS / "semantic_cache"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -275,7 +275,7 @@ def stage_residual(args) -> None:
 
 
 def stage_export(args) -> None:
-    from filterscope.analysis.prune_export import check_export, compare_costs, export_pruned
+    from filterscope.methods.semantic_pruning.export import check_export, compare_costs, export_pruned
 
     shared = Path(args.shared)
     for name in args.models:
@@ -301,7 +301,7 @@ def stage_export(args) -> None:
 
 
 def model_predictions_masked(model, units, mask, images):
-    from filterscope.analysis.semantic_pruning import mask_hooks
+    from filterscope.methods.semantic_pruning.semantic_pruning import mask_hooks
 
     keep = {name: torch.tensor(~pruned, dtype=torch.float32) for name, pruned in mask.pruned.items()}
     with torch.no_grad(), mask_hooks(units, keep):
@@ -349,7 +349,7 @@ def stage_report(args) -> None:
         confusion = np.asarray(reference["confusion"])
         with np.load(reference["logits_path"]) as cached:
             logits, labels = cached["logits"], cached["labels"]
-        from filterscope.analysis.semantic_pruning import binary_auc
+        from filterscope.methods.semantic_pruning.semantic_pruning import binary_auc
 
         rows = list(stored["rows"])
         settings = sorted({row["setting"] for row in rows} | {0.0})

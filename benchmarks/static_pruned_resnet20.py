@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 from common import CHECKPOINTS, WEIGHTS, record_process, write_results
 
-from filterscope.analysis.prune_export import export_pruned
-from filterscope.analysis.semantic_pruning import PruningMask
-from filterscope.distillation import DistillationObjective, Teacher
-from filterscope.engine import count_costs
-from filterscope.evaluate import evaluate_checkpoint
+from filterscope.methods.semantic_pruning.export import export_pruned
+from filterscope.methods.semantic_pruning.semantic_pruning import PruningMask
+from filterscope.methods.distillation import DistillationObjective, Teacher
+from filterscope.core.flops import count_costs
+from filterscope.analyses.evaluate import evaluate_checkpoint
 from filterscope.models import create_model
-from filterscope.paths import shared_dir
-from filterscope.train import TrainConfig, train
-from filterscope.units import find_units
+from filterscope.core.locations import shared_dir
+from filterscope.training.train import TrainConfig, train
+from filterscope.core.units import find_units
 
 
 def slimming_mask(model, ratio: float, pattern: str) -> PruningMask:

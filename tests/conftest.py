@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from filterscope.paths import shared_dir
+from filterscope.core.locations import shared_dir
 
 SHARED = shared_dir()
 CIFAR_ZIP = SHARED / "data" / "cifar10-jpeg.zip"

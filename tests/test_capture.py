@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import toy_models
-from filterscope.capture import STATISTICS, CaptureResult, accumulate_by_class, capture, channel_statistics, run_capture
-from filterscope.errors import UserInputError
-from filterscope.units import Unit, find_units
+from filterscope.core.capture import STATISTICS, CaptureResult, accumulate_by_class, capture, channel_statistics, run_capture
+from filterscope.core.errors import UserInputError
+from filterscope.core.units import Unit, find_units
 from test_units import assert_no_hooks
 
 

@@ -242,7 +242,7 @@ def plugin_digits_net(num_classes):
 
 @pytest.fixture
 def plugin_file(tmp_path):
-    from filterscope import plugins
+    from filterscope.cli import plugins
     from filterscope.models import MODELS
 
     path = tmp_path / "my_models.py"
@@ -288,10 +288,10 @@ def test_bad_plugins_are_refused_in_one_sentence(tmp_path, capsys):
 def test_every_option_flag_is_explained_from_its_dataclass_docstring(capsys):
     import dataclasses
 
-    from filterscope.config import field_descriptions
-    from filterscope.decouple.config import DecoupleConfig
-    from filterscope.decouple.run import DecouplingRunOptions
-    from filterscope.train import TrainConfig
+    from filterscope.core.config import field_descriptions
+    from filterscope.methods.decoupling.config import DecoupleConfig
+    from filterscope.pipelines.decoupling import DecouplingRunOptions
+    from filterscope.training.train import TrainConfig
 
     for options in (TrainConfig, DecoupleConfig, DecouplingRunOptions):
         descriptions = field_descriptions(options)

@@ -31,8 +31,8 @@ from filterscope.data import (
 )
 from filterscope.data import cifar as cifar_module
 from filterscope.data.digits import DIGITS_MEAN, DIGITS_STD
-from filterscope.errors import UserInputError
-from filterscope.paths import cache_dir, shared_dir
+from filterscope.core.errors import UserInputError
+from filterscope.core.locations import cache_dir, shared_dir
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from filterscope.analysis.paths import PathRecord, collect_paths, filter_states
-from filterscope.decouple import (
+from filterscope.methods.decoupling.paths import PathRecord, collect_paths, filter_states
+from filterscope.methods.decoupling import (
     DecoupleConfig,
     DecouplingObjective,
     decouple,
@@ -19,12 +19,12 @@ from filterscope.decouple import (
     saturating_sigmoid,
     semhash,
 )
-from filterscope.decouple.losses import kl_gate_response, network_sparsity_loss, sparsity_loss, to_distribution
-from filterscope.engine import count_flops_reference
+from filterscope.methods.decoupling.losses import kl_gate_response, network_sparsity_loss, sparsity_loss, to_distribution
+from filterscope.core.flops import count_flops_reference
 from filterscope.data import load_dataset
-from filterscope.errors import UserInputError
+from filterscope.core.errors import UserInputError
 from filterscope.models import create_model, model_spec
-from filterscope.train import cxx_compiler_available
+from filterscope.training.train import cxx_compiler_available
 
 import toy_models
 from conftest import run_torchrun
@@ -159,7 +159,7 @@ def test_step_zero_outputs_equal_the_original():
 def test_step_zero_accuracy_equals_original_on_resnet20():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from filterscope.evaluate import evaluate
+    from filterscope.analyses.evaluate import evaluate
 
     torch.manual_seed(0)
     model = create_model("resnet20", 10)
@@ -189,7 +189,7 @@ def test_preset_auto_for_unknown_architecture_falls_back_and_says_so():
 
 
 def test_vgg16_preset_ratios_follow_conv_positions():
-    from filterscope.decouple.objective import layer_ratios_for
+    from filterscope.methods.decoupling.objective import layer_ratios_for
 
     decoupled = decouple(toy_models.vgg16_bn_like(), DecoupleConfig(preset="vgg16"), num_classes=10)
     ratios = layer_ratios_for(decoupled)
@@ -223,7 +223,7 @@ def test_objective_terms_and_gate_gradients():
 
 
 def test_evaluation_folds_batchnorm_and_gates_into_one_pass_with_the_same_values():
-    from filterscope.decouple.gate import GatedOutput, GateSlot
+    from filterscope.methods.decoupling.gate import GatedOutput, GateSlot
 
     torch.manual_seed(0)
     bn = nn.BatchNorm2d(6)
@@ -475,7 +475,7 @@ def test_collect_paths_packs_bits_and_counts_activations():
 def test_recalibrate_batchnorm_uses_evaluation_gates_and_restores_modes():
     from torch.utils.data import TensorDataset
 
-    from filterscope.decouple.batchnorm import recalibrate_batchnorm
+    from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
 
     _, decoupled = digits_decoupled()
     decoupled.train()
@@ -497,7 +497,7 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     import json
 
     from filterscope.cli import main
-    from filterscope.train import TrainConfig, train
+    from filterscope.training.train import TrainConfig, train
 
     pretrained = train(TrainConfig(model="digits_cnn", data="digits", epochs=15, batch_size=64, lr=0.05,
                                    run_dir=str(tmp_path / "dense"), progress=False, threads=1))
@@ -610,8 +610,8 @@ class OwnDigitsNet(nn.Module):
 
 
 def test_run_decoupling_takes_your_own_module_and_leaves_it_untouched(tmp_path):
-    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
-    from filterscope.train import TrainConfig, train
+    from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from filterscope.training.train import TrainConfig, train
 
     # model="resnet20" expects 3×32×32 images: the run can only work if the module's own attributes are used
     common = dict(model="resnet20", data="digits", batch_size=64, progress=False, threads=1)
@@ -633,7 +633,7 @@ def test_run_decoupling_takes_your_own_module_and_leaves_it_untouched(tmp_path):
     assert collect_paths(reloaded, DataLoader(test, batch_size=500), progress=False).accuracy == summary["accuracy"]
 
     # the checkpoint carries the normalisation, so the paths of another split need only the architecture
-    from filterscope.analysis.checkpoint_paths import record_checkpoint_paths
+    from filterscope.pipelines.paths import record_checkpoint_paths
 
     train_summary = record_checkpoint_paths(tmp_path / "decoupled", "digits", split="train", base_model=OwnDigitsNet(),
                                             progress=False)
@@ -692,7 +692,8 @@ def test_shifted_threshold_opens_the_gates_where_the_logits_exceed_it(tmp_path):
 def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from filterscope import shift_gate_threshold, threshold_for_flops
+    from filterscope import shift_gate_threshold
+    from filterscope import threshold_for_flops
 
     _, decoupled = digits_decoupled(include=["features.3"])  # one gated layer: FLOPs fall monotonically with τ
     spread_gate_logits(decoupled)
@@ -711,8 +712,8 @@ def test_threshold_for_flops_finds_the_smallest_threshold_meeting_the_target():
 
 def test_run_decoupling_is_reproducible_whatever_the_global_random_state(tmp_path):
     """A registered model without weights is drawn at random: from the run's seed, not the process's generator."""
-    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
-    from filterscope.train import TrainConfig
+    from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from filterscope.training.train import TrainConfig
 
     def history(global_seed: int, name: str) -> list[dict]:
         torch.manual_seed(global_seed)  # what earlier work in the process left behind
@@ -729,8 +730,8 @@ def test_run_decoupling_is_reproducible_whatever_the_global_random_state(tmp_pat
 
 def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recorded(tmp_path):
     """The final record reuses the last epoch's evaluation pass; with no epoch left, it is measured afresh."""
-    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
-    from filterscope.train import TrainConfig
+    from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from filterscope.training.train import TrainConfig
 
     def run(resume: bool, lambda_sparsity: float = 5.0) -> tuple[dict, PathRecord]:
         config = TrainConfig(model="digits_cnn", data="digits", batch_size=64, lr=0.02, epochs=2, progress=False,
@@ -756,8 +757,8 @@ def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recor
 
 
 def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetuning(tmp_path):
-    from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
-    from filterscope.train import TrainConfig
+    from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from filterscope.training.train import TrainConfig
 
     common = dict(model="digits_cnn", data="digits", batch_size=64, lr=0.02, progress=False, threads=1)
     config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.7, sparsity_form="mean", sparsity_on="evaluation",
@@ -773,9 +774,9 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
     assert reloaded.gate_threshold == moved
 
     # The search holds the reduction after BatchNorm re-estimation to the target, from either side
-    from filterscope.decouple.batchnorm import recalibrate_batchnorm
-    from filterscope.decouple.run import move_threshold_to_target
-    from filterscope.train import input_normalization, load_data
+    from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
+    from filterscope.pipelines.decoupling import move_threshold_to_target
+    from filterscope.training.train import input_normalization, load_data
 
     train_config = TrainConfig(**common, epochs=3, run_dir=str(tmp_path / "unused"))
     mean, std, shape = input_normalization(train_config, None)
@@ -803,9 +804,9 @@ def test_run_decoupling_moves_the_threshold_to_a_flops_target_before_path_finetu
 
 DDP_DECOUPLE = """
 import sys, torch, torch.distributed as dist
-from filterscope.decouple import DecoupleConfig
-from filterscope.decouple.run import DecouplingRunOptions, run_decoupling
-from filterscope.train import TrainConfig
+from filterscope.methods.decoupling import DecoupleConfig
+from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
+from filterscope.training.train import TrainConfig
 out = sys.argv[1]
 config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.6, sparsity_form="mean", sparsity_on="evaluation", gate_lr_scale=10.0)
 summary = run_decoupling(TrainConfig(model="digits_cnn", data="digits", epochs=2, batch_size=64, lr=0.02, seed=1,

@@ -9,9 +9,9 @@ import pytest
 from torch import nn
 
 import toy_models
-from filterscope.engine import CostReport, UnitCost, count_costs, count_flops_reference, unit_flops
-from filterscope.errors import UserInputError
-from filterscope.units import Unit, find_units
+from filterscope.core.flops import CostReport, UnitCost, count_costs, count_flops_reference, unit_flops
+from filterscope.core.errors import UserInputError
+from filterscope.core.units import Unit, find_units
 from test_units import assert_no_hooks
 
 

@@ -10,15 +10,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from filterscope.analysis.csg import CSGConfig, csg_index_sets, csg_sets_above, train_csg
-from filterscope.analysis.decomposed import (
+from filterscope.methods.influence.csg import CSGConfig, csg_index_sets, csg_sets_above, train_csg
+from filterscope.methods.influence.decomposed import (
     DecomposedLinear,
     accuracy_of_head,
     decompose,
     evaluate_decomposition,
     retrain_head,
 )
-from filterscope.analysis.influence import (
+from filterscope.methods.influence.influence import (
     CRITERIA,
     InfluenceAccumulator,
     InfluenceConfig,
@@ -34,7 +34,7 @@ from filterscope.analysis.influence import (
     select_top,
 )
 from filterscope.cli import main
-from filterscope.errors import UserInputError
+from filterscope.core.errors import UserInputError
 
 from conftest import CIFAR_ZIP, RESNET20, require_shared
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from filterscope.errors import UserInputError
+from filterscope.core.errors import UserInputError
 from filterscope.models import MODELS, create_model, load_weights, save_atomically
 
 from conftest import RESNET20, RESNET56, require_shared

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import filterscope as fs
-from filterscope.decouple.objective import layer_ratios_for
-from filterscope.decouple.recipes import RECIPES, recipe_path
+from filterscope.methods.decoupling.objective import layer_ratios_for
+from filterscope.pipelines.recipes import RECIPES, recipe_path
 
 from test_cli import assert_one_clear_error, run_cli
 

@@ -3,8 +3,9 @@ import stat
 
 import pytest
 
-from filterscope import RunDir, build_report
-from filterscope.atomic import atomic_file
+from filterscope import RunDir
+from filterscope import build_report
+from filterscope.core.atomic import atomic_file
 from filterscope.cli import main
 from filterscope.report.figures import plt, save_figure
 

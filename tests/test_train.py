@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from filterscope.errors import UserInputError
+from filterscope.core.errors import UserInputError
 from filterscope.models import create_model
-from filterscope.train import TrainConfig, learning_rate_factor, train
+from filterscope.training.train import TrainConfig, learning_rate_factor, train
 from conftest import run_torchrun
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -91,7 +91,7 @@ KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
     import torch
-    from filterscope.train import TrainConfig, train, cross_entropy_objective
+    from filterscope.training.train import TrainConfig, train, cross_entropy_objective
     run_dir, kill_at = sys.argv[1], int(sys.argv[2])
     calls = {"n": 0}
     def objective(model, images, labels, step):
@@ -140,7 +140,7 @@ def test_resuming_with_changed_settings_warns_naming_each_change(tmp_path):
 DDP_RUN = textwrap.dedent(
     """
     import sys, torch, torch.distributed as dist
-    from filterscope.train import TrainConfig, train
+    from filterscope.training.train import TrainConfig, train
     out = sys.argv[1]
     result = train(TrainConfig(model="digits_cnn", data="digits", epochs=20, batch_size=64, lr=0.05, seed=3,
                                run_dir=out + "/run", progress=False))
@@ -170,7 +170,7 @@ def test_distillation_objective_adds_the_teacher_term_from_a_frozen_copy_of_the_
 
     import torch.nn.functional as F
 
-    from filterscope.distillation import DistillationObjective, Teacher
+    from filterscope.methods.distillation import DistillationObjective, Teacher
 
     torch.manual_seed(0)
     student, teacher_net = create_model("digits_cnn", 10), create_model("digits_cnn", 10)
@@ -194,9 +194,9 @@ def test_distillation_objective_adds_the_teacher_term_from_a_frozen_copy_of_the_
 
 
 def test_compiled_teacher_gives_the_eager_teachers_distillation_term():
-    from filterscope.decouple import DecoupleConfig, DecouplingObjective, decouple
-    from filterscope.distillation import Teacher
-    from filterscope.train import cxx_compiler_available
+    from filterscope.methods.decoupling import DecoupleConfig, DecouplingObjective, decouple
+    from filterscope.methods.distillation import Teacher
+    from filterscope.training.train import cxx_compiler_available
 
     if not cxx_compiler_available():
         pytest.skip("torch.compile on CPU needs a C++ compiler")

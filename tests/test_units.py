@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import toy_models
-from filterscope.errors import UserInputError
-from filterscope.units import Unit, describe_units, find_units
+from filterscope.core.errors import UserInputError
+from filterscope.core.units import Unit, describe_units, find_units
 
 # The models are tiny: one thread is fastest, and several threads crawl on a busy 2-core
 # machine. (test_flops and test_capture import this module, so they run single-threaded too.)

@@ -4,26 +4,26 @@ The public API is listed in ``__all__``; the command-line tool ``filterscope`` i
 over the same names.
 """
 
-from .analysis.decomposed import DecomposedLinear, decompose
-from .analysis.influence import InfluenceConfig, find_influential_features
-from .analysis.checkpoint_paths import record_checkpoint_paths
-from .analysis.paths import PathRecord, collect_paths
-from .analysis.prune_export import export_pruned
-from .analysis.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
-from .capture import accumulate_by_class, capture, run_capture
+from .methods.influence.decomposed import DecomposedLinear, decompose
+from .methods.influence.influence import InfluenceConfig, find_influential_features
+from .pipelines.paths import record_checkpoint_paths
+from .methods.decoupling.paths import PathRecord, collect_paths
+from .methods.semantic_pruning.export import export_pruned
+from .methods.semantic_pruning.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
+from .core.capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
-from .decouple import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
-from .decouple.recipes import RECIPES, load_recipe
-from .decouple.run import DecouplingRunOptions, run_decoupling
-from .decouple.threshold import shift_gate_threshold, threshold_for_flops
-from .engine import count_costs
-from .errors import UserInputError
-from .evaluate import EvalResult, evaluate, evaluate_checkpoint
+from .methods.decoupling import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled
+from .pipelines.recipes import RECIPES, load_recipe
+from .pipelines.decoupling import DecouplingRunOptions, run_decoupling
+from .methods.decoupling.threshold import shift_gate_threshold, threshold_for_flops
+from .core.flops import count_costs
+from .core.errors import UserInputError
+from .analyses.evaluate import EvalResult, evaluate, evaluate_checkpoint
 from .models import MODELS, create_model, load_weights, register_model
 from .report.html import build_report
-from .rundir import RunDir
-from .train import TrainConfig, train
-from .units import Unit, find_units
+from .io.run_dir import RunDir
+from .training.train import TrainConfig, train
+from .core.units import Unit, find_units
 
 __version__ = "0.1.0"
 

@@ -10,14 +10,14 @@ float tensors, optionally augmented. Typical use::
     test = load_dataset("../shared/data/cifar10-jpeg.zip", "test", expected_num_classes=10)
 """
 
-from filterscope.data.arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetInfo
-from filterscope.data.registry import DATASETS, register_dataset
+from .arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetInfo
+from .registry import DATASETS, register_dataset
 
 # Importing these modules registers their data sets.
-from filterscope.data import cifar, digits  # noqa: E402,F401  isort: skip
-from filterscope.data.image_folder import ImageFolderSource
-from filterscope.data.loading import SPLITS, dataset_info, load_dataset
-from filterscope.data.splits import stratified_split
+from . import cifar, digits  # noqa: E402,F401  isort: skip
+from .image_folder import ImageFolderSource
+from .loading import SPLITS, dataset_info, load_dataset
+from .splits import stratified_split
 
 __all__ = [
     "DATASETS",

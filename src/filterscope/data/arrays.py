@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from filterscope.errors import UserInputError
+from ..core.errors import UserInputError
 
 # The normalisation the shared CIFAR-10 checkpoints were trained with (and most ImageNet models).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from filterscope.data.arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
-from filterscope.data.registry import register_dataset
-from filterscope.data.image_folder import one_line
-from filterscope.errors import UserInputError
-from filterscope.paths import cache_dir
+from .arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset
+from .registry import register_dataset
+from .image_folder import one_line
+from ..core.errors import UserInputError
+from ..core.locations import cache_dir
 
 DOWNLOAD_TIMEOUT_S = 10  # per socket operation: fail fast when offline
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from filterscope.data.arrays import ArrayDataset
-from filterscope.data.registry import register_dataset
-from filterscope.data.splits import stratified_split
+from .arrays import ArrayDataset
+from .registry import register_dataset
+from .splits import stratified_split
 
 DIGITS_MEAN: tuple[float] = (0.3055,)
 DIGITS_STD: tuple[float] = (0.3759,)

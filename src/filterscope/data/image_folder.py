@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from filterscope.atomic import atomic_file
-from filterscope.data.arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetInfo
-from filterscope.errors import UserInputError
-from filterscope.paths import cache_dir
+from ..core.atomic import atomic_file
+from .arrays import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DatasetInfo
+from ..core.errors import UserInputError
+from ..core.locations import cache_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}

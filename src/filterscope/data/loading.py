@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from filterscope.data.arrays import ArrayDataset, DatasetInfo
-from filterscope.data.image_folder import ImageFolderSource
-from filterscope.data.registry import DATASETS
-from filterscope.data.splits import stratified_split
-from filterscope.errors import UserInputError
+from .arrays import ArrayDataset, DatasetInfo
+from .image_folder import ImageFolderSource
+from .registry import DATASETS
+from .splits import stratified_split
+from ..core.errors import UserInputError
 
 SPLITS = ("train", "val", "test")
 

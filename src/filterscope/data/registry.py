@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
-from filterscope.data.arrays import ArrayDataset
+from .arrays import ArrayDataset
 
 DatasetLoader: TypeAlias = Callable[[str, "Path | None"], ArrayDataset]
 

@@ -1,11 +1,4 @@
-"""Execution engines and cost accounting for (gated) CNNs.
+"""The executor that skips closed filters of a decoupled model, and latency measurement (to come).
 
-``flops``: static FLOP and parameter counts, per unit and per input.
+FLOP counting lives in :mod:`filterscope.core.flops` and :mod:`filterscope.core.gated_flops`.
 """
-
-from filterscope.engine.flops import CostReport, UnitCost, count_costs, count_flops_reference, unit_flops
-
-__all__ = ["CostReport", "UnitCost", "count_costs", "count_flops_reference", "unit_flops"]
-from filterscope.engine.gated_flops import GatedCostModel, build_gated_cost_model
-
-__all__ += ["GatedCostModel", "build_gated_cost_model"]

@@ -1,6 +1,9 @@
 """Built-in models. Importing this package registers them all."""
 
-from . import cifar_googlenet, cifar_resnet, cifar_vgg, digits_cnn  # noqa: F401  (registration)
+from . import cifar_googlenet
+from . import cifar_resnet
+from . import cifar_vgg
+from . import digits_cnn  # noqa: F401  (registration)
 from .checkpoint import load_weights, read_checkpoint, save_atomically
 from .registry import MODELS, ModelSpec, create_model, model_spec, register_model
 

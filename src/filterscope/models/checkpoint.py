@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_file
-from ..errors import UserInputError
+from ..core.atomic import atomic_file
+from ..core.errors import UserInputError
 
 # BatchNorm's step counter is absent from many published checkpoints and only matters when
 # momentum is None, so a checkpoint may lack it.

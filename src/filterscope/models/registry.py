@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import UserInputError
+from ..core.errors import UserInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

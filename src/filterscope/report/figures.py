@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..atomic import atomic_file  # noqa: E402
+from ..core.atomic import atomic_file  # noqa: E402
 
 
 def save_figure(figure, path: str | Path) -> Path:

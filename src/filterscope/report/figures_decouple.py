@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.paths import PathRecord
+from ..methods.decoupling.paths import PathRecord
 from .figures import plt, save_figure
 
 

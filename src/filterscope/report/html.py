@@ -12,8 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
-from ..rundir import write_text_atomically
+from ..core.errors import UserInputError
+from ..io.run_dir import write_text_atomically
 
 REPORT_NAME = "report.html"
 LONG_LIST = 12  # lists longer than this are summarised (count, min, max) instead of printed in full
