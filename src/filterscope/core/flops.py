@@ -29,7 +29,9 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from .errors import UserInputError
-from .units import Unit, find_units, probe_input, probe_mode
+from .hooks import Hooks
+from .probing import probe_input, probe_mode
+from .units import Unit, find_units
 
 __all__ = ["UnitCost", "CostReport", "count_costs", "count_flops_reference", "unit_flops"]
 
@@ -133,14 +135,11 @@ def _linear_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
         rows = inputs[0].numel() // module.in_features
         total += 2 * rows * module.in_features * module.out_features
 
-    handles = []
-    try:
-        handles = [module.register_forward_pre_hook(count) for module in linears]
+    with Hooks() as hooks:
+        for module in linears:
+            hooks.forward_pre(module, count)
         with probe_mode(model):
             model(probe_input(model, input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
     return total
 
 
