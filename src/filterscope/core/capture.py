@@ -2,36 +2,25 @@
 
 ``with capture(model, units) as rec:`` registers forward hooks on the units' modules; every
 batch that then goes through ``model`` is reduced, inside the hook, to one number per sample
-and channel (spatial mean, sum, max or fraction of positive positions) and written into
-preallocated ``(samples, channels)`` float32 arrays. Activation maps are never kept. The
-hooks are removed in ``finally``, after success and after an error.
+and channel (spatial mean, sum, max or fraction of positive positions, see
+:mod:`filterscope.core.statistics`) and written into preallocated ``(samples, channels)``
+float32 arrays. Activation maps are never kept. The hooks are removed when the block ends,
+after success and after an error.
 
-Where the statistics are read (``where``):
-
-* ``"conv"``: the raw conv output.
-* ``"bn"``: after the BatchNorm, before the activation (the conv output when the unit has
-  no BatchNorm).
-* ``"post"``: after the activation module. When the unit has no activation module, the
-  BatchNorm (or conv) output is used; when the activation is a function call such as
-  ``F.relu`` (``unit.activation_name == "<functional relu>"``) it cannot be hooked, and
-  nothing is applied: the statistics are those of the BatchNorm output.
-
-An activation module reused at several places (torchvision's ``self.relu``) is matched to
-the unit by tensor identity: its call whose input is the unit's BatchNorm output.
+Where the statistics are read (``where``: ``"conv"``, ``"bn"`` or ``"post"``) is explained in
+:mod:`filterscope.core.unit_hooks`.
 
 None of these functions changes the model: no parameter, buffer or training flag. Call
 ``model.eval()`` first if you want inference-mode BatchNorm and dropout.
 
 :func:`run_capture` runs a whole loader and also returns labels and predictions;
-:func:`accumulate_by_class` streams per-class sums in fixed memory (and all-reduces them
-under ``torch.distributed``).
+:func:`accumulate_by_class` (:mod:`filterscope.core.class_statistics`, re-exported here) streams
+per-class sums in fixed memory (and all-reduces them under ``torch.distributed``).
 """
 
 from __future__ import annotations
 
-import weakref
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +30,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batches import split_batch
+from .class_statistics import accumulate_by_class
+from .devices import check_model_device
 from .errors import UserInputError
+from .hooks import Hooks
+from .statistics import STATISTICS, channel_statistics, check_statistics
+from .unit_hooks import WHERE, check_units, register_unit_hooks
 from .units import Unit
 
 __all__ = [
@@ -55,122 +50,7 @@ __all__ = [
     "channel_statistics",
 ]
 
-#: Per-channel statistics of an activation map, over its spatial positions.
-STATISTICS = ("mean", "sum", "max", "frac_positive")
-
-#: Where a unit's output is read: raw conv output, after BatchNorm, after the activation.
-WHERE = ("conv", "bn", "post")
-
 _GROWTH_ROWS = 1024  # rows added at a time when the number of samples is not known
-
-
-def channel_statistics(activation: torch.Tensor, stat: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Reduce an activation map to one number per sample and channel.
-
-    Args:
-        activation: ``(batch, channels, height, width)`` (or any ``(batch, channels, ...)``).
-        stat: One of :data:`STATISTICS`: ``"mean"``, ``"sum"`` or ``"max"`` over the spatial
-            positions, or ``"frac_positive"``, the fraction of positions whose value is > 0.
-        dtype: Floating dtype of the result (and of the accumulation for mean and sum).
-
-    Returns:
-        A ``(batch, channels)`` tensor on the activation's device.
-    """
-    flat = activation.detach().flatten(2)
-    if stat == "mean":
-        return flat.mean(dim=2, dtype=dtype)
-    if stat == "sum":
-        return flat.sum(dim=2, dtype=dtype)
-    if stat == "max":
-        return flat.amax(dim=2).to(dtype)
-    if stat == "frac_positive":
-        return (flat > 0).sum(dim=2, dtype=dtype) / flat.shape[2]
-    raise UserInputError(f"unknown statistic {stat!r}; pass one of {', '.join(STATISTICS)}.")
-
-
-# --------------------------------------------------------------------------------------
-# Hooks shared by capture and accumulate_by_class
-# --------------------------------------------------------------------------------------
-
-
-def _check_arguments(model: nn.Module, units: Sequence[Unit], stats: Iterable[str], where: str) -> tuple[str, ...]:
-    stats = (stats,) if isinstance(stats, str) else tuple(stats)
-    unknown = [stat for stat in stats if stat not in STATISTICS]
-    if unknown or not stats:
-        raise UserInputError(f"unknown statistics {unknown or stats!r}; pass a tuple of {', '.join(STATISTICS)}.")
-    if where not in WHERE:
-        raise UserInputError(f"where must be one of {', '.join(WHERE)}, got {where!r}; pass where='post'.")
-    if not units:
-        raise UserInputError("no units to capture; pass the list returned by filterscope.find_units(model).")
-    names = [unit.name for unit in units]
-    if len(set(names)) != len(names):
-        raise UserInputError("units contain the same name twice; pass each unit of find_units(model) once.")
-    model_modules = {id(module) for module in model.modules()}
-    for unit in units:
-        if id(unit.conv) not in model_modules:
-            raise UserInputError(
-                f"unit {unit.name!r} does not belong to this model; call find_units on the model you capture from."
-            )
-    return stats
-
-
-def _register_unit_hooks(
-    units: Sequence[Unit], where: str, on_activation: Callable[[Unit, torch.Tensor], None]
-) -> list[torch.utils.hooks.RemovableHandle]:
-    """Call ``on_activation(unit, tensor)`` with each unit's chosen output during forward passes.
-
-    Returns the hook handles; the caller removes them (in ``finally``).
-    """
-    handles = []
-    # For "post" with an activation module: the unit's BatchNorm (or conv) output, held by a
-    # weak reference so that no activation map is kept, waiting for the activation call that
-    # reads exactly that tensor.
-    pending: dict[str, weakref.ref] = {}
-    units_by_activation: dict[int, list[Unit]] = defaultdict(list)
-    activation_modules: dict[int, nn.Module] = {}
-
-    def report_output(unit: Unit) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            on_activation(unit, output)
-
-        return hook
-
-    def remember_output(unit: Unit) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            pending[unit.name] = weakref.ref(output)
-
-        return hook
-
-    def match_activation(module_id: int) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            for unit in units_by_activation[module_id]:
-                reference = pending.get(unit.name)
-                if reference is not None and inputs and reference() is inputs[0]:
-                    del pending[unit.name]
-                    on_activation(unit, output)
-                    return
-
-        return hook
-
-    for unit in units:
-        pre_activation = unit.bn if unit.bn is not None else unit.conv
-        if where == "conv":
-            handles.append(unit.conv.register_forward_hook(report_output(unit)))
-        elif where == "bn" or unit.activation is None:
-            handles.append(pre_activation.register_forward_hook(report_output(unit)))
-        else:
-            handles.append(pre_activation.register_forward_hook(remember_output(unit)))
-            units_by_activation[id(unit.activation)].append(unit)
-            activation_modules[id(unit.activation)] = unit.activation
-    for module_id, module in activation_modules.items():
-        handles.append(module.register_forward_hook(match_activation(module_id)))
-    return handles
-
-
-def _remove(handles: list[torch.utils.hooks.RemovableHandle]) -> None:
-    for handle in handles:
-        handle.remove()
-    handles.clear()
 
 
 # --------------------------------------------------------------------------------------
@@ -183,7 +63,7 @@ class Recorder:
 
     Attributes:
         stats: The statistics recorded.
-        where: Where the unit outputs are read (see the module docstring).
+        where: Where the unit outputs are read (see :mod:`filterscope.core.unit_hooks`).
         unit_names: Names of the captured units, in the order given.
         num_seen: Number of samples whose forward pass completed.
     """
@@ -306,7 +186,7 @@ def capture(
             is not switched: call ``model.eval()`` first for inference behaviour.
         units: Units from :func:`filterscope.find_units` on this model.
         stats: Statistics to record, from :data:`STATISTICS`.
-        where: ``"conv"``, ``"bn"`` or ``"post"`` (see the module docstring).
+        where: ``"conv"``, ``"bn"`` or ``"post"`` (see :mod:`filterscope.core.unit_hooks`).
         num_samples: Preallocate this many rows; more samples raise. ``None`` grows the
             arrays in chunks.
 
@@ -331,18 +211,18 @@ def _capture(
     num_samples: int | None,
     initial_rows: int | None = None,
 ) -> Iterator[Recorder]:
-    stats = _check_arguments(model, units, stats, where)
+    stats = check_statistics(stats)
+    check_units(model, units, where)
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
         raise UserInputError(f"num_samples must be a positive integer or None, got {num_samples!r}.")
     recorder = Recorder(units, stats, where, num_samples, initial_rows=initial_rows)
-    handles = []
     try:
-        handles.append(model.register_forward_pre_hook(lambda module, inputs: recorder._begin_batch()))
-        handles.append(model.register_forward_hook(lambda module, inputs, output: recorder._end_batch()))
-        handles += _register_unit_hooks(units, where, recorder._record)
-        yield recorder
+        with Hooks() as hooks:
+            hooks.forward_pre(model, lambda module, inputs: recorder._begin_batch())
+            hooks.forward(model, lambda module, inputs, output: recorder._end_batch())
+            register_unit_hooks(hooks, units, where, recorder._record)
+            yield recorder
     finally:
-        _remove(handles)
         recorder._batch_rows = None
 
 
@@ -374,25 +254,6 @@ class CaptureResult:
         """Number of samples captured."""
         return int(self.labels.shape[0])
 
-
-def _check_device(model: nn.Module, device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.device.type != device.type or (
-            device.index is not None and tensor.device.index is not None and tensor.device.index != device.index
-        ):
-            raise UserInputError(
-                f"the model is on {tensor.device} but device={str(device)!r}; move it first with model.to({str(device)!r})."
-            )
-        break
-    return device
-
-
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise UserInputError("the loader must yield (images, labels) pairs; wrap the data set so that it does.")
-    images, labels = batch[0], batch[1]
-    return images, torch.as_tensor(labels)
 
 
 def _class_scores(output: Any) -> torch.Tensor:
@@ -445,12 +306,12 @@ def run_capture(
         UserInputError: Bad arguments, a model not on ``device``, a loader that does not
             yield pairs, or a model whose output is not class scores.
     """
-    device = _check_device(model, device)
+    device = check_model_device(model, device)
     labels, predictions = [], []
     with _capture(model, units, stats, where=where, num_samples=None, initial_rows=_loader_length(loader)) as recorder:
         with torch.no_grad():
             for batch in tqdm(loader, desc="capture", disable=not progress, leave=False):
-                images, batch_labels = _split_batch(batch)
+                images, batch_labels = split_batch(batch)
                 scores = _class_scores(model(images.to(device)))
                 labels.append(batch_labels.reshape(-1).cpu().numpy().astype(np.int64))
                 predictions.append(scores.argmax(dim=1).cpu().numpy().astype(np.int64))
@@ -466,100 +327,23 @@ def run_capture(
     )
 
 
+
 # --------------------------------------------------------------------------------------
-# accumulate_by_class: streaming per-class sums
+# Transitional: the old private names that methods/ still imports from here. Remove them once
+# methods/ uses register_unit_hooks (with a Hooks) and check_model_device.
 # --------------------------------------------------------------------------------------
 
 
-class _ClassAccumulator:
-    """Adds each sample's per-channel statistic to the row of its class, on the model's device."""
-
-    def __init__(self, units: Sequence[Unit], num_classes: int, stat: str, device: torch.device):
-        self.stat = stat
-        self.sums = {
-            unit.name: torch.zeros((num_classes, unit.out_channels), dtype=torch.float64, device=device) for unit in units
-        }
-        self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
-        self.labels: torch.Tensor | None = None  # labels of the batch going through the model now
-
-    def add(self, unit: Unit, activation: torch.Tensor) -> None:
-        if activation.dim() == 3:
-            activation = activation.unsqueeze(0)
-        if self.labels is None or activation.shape[0] != self.labels.shape[0]:
-            raise RuntimeError(
-                f"unit {unit.name!r} saw a batch of {activation.shape[0]} samples but the loader gave "
-                f"{None if self.labels is None else self.labels.shape[0]} labels."
-            )
-        values = channel_statistics(activation, self.stat, dtype=torch.float64)
-        self.sums[unit.name].index_add_(0, self.labels.to(values.device), values)
+def _register_unit_hooks(units: Sequence[Unit], where: str, on_activation: Any) -> list[Hooks]:
+    hooks = Hooks()
+    register_unit_hooks(hooks, units, where, on_activation)
+    return [hooks]  # a list of removables, as before: Hooks has remove() like a handle
 
 
-def accumulate_by_class(
-    model: nn.Module,
-    units: Sequence[Unit],
-    loader: Iterable,
-    num_classes: int,
-    stat: str = "sum",
-    *,
-    where: str = "post",
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Sum each unit's per-channel statistic over the samples of each class, in fixed memory.
+def _remove(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()
 
-    Per-sample rows are never stored: each batch is added to ``(classes, channels)`` float64
-    sums on ``device``. Under ``torch.distributed`` (when a process group is initialised)
-    each rank sums its own shard and the sums and counts are all-reduced, so every rank
-    returns the totals. Runs under ``torch.no_grad()``; the model is not switched to eval
-    mode (call ``model.eval()`` first) nor moved.
 
-    Args:
-        model: The model, already on ``device``.
-        units: Units from :func:`filterscope.find_units` on this model.
-        loader: Yields ``(images, labels)`` batches with integer labels in ``[0, num_classes)``.
-        num_classes: Number of classes.
-        stat: The statistic summed, from :data:`STATISTICS` (``"sum"`` gives the
-            accumulated response of semantic pruning).
-        where: ``"conv"``, ``"bn"`` or ``"post"``.
-        device: Where the images (and the sums) live.
-        progress: Show a tqdm progress bar.
-
-    Returns:
-        ``{unit_name: float64 (num_classes, out_channels) sums, "__counts__": int64
-        (num_classes,) samples per class}``. Divide a unit's sums by the counts for class means.
-
-    Raises:
-        UserInputError: Bad arguments, a model not on ``device``, or a label outside
-            ``[0, num_classes)``.
-    """
-    (stat,) = _check_arguments(model, units, (stat,), where)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    device = _check_device(model, device)
-    accumulator = _ClassAccumulator(units, num_classes, stat, device)
-    handles = []
-    try:
-        handles += _register_unit_hooks(units, where, accumulator.add)
-        with torch.no_grad():
-            for batch in tqdm(loader, desc="accumulate", disable=not progress, leave=False):
-                images, labels = _split_batch(batch)
-                labels = labels.reshape(-1).to(device=device, dtype=torch.int64)
-                if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-                    bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-                    raise UserInputError(
-                        f"label {bad} is outside [0, {num_classes}); pass the data set's number of classes as num_classes."
-                    )
-                accumulator.labels = labels
-                model(images.to(device))
-                accumulator.counts += torch.bincount(labels, minlength=num_classes)
-    finally:
-        _remove(handles)
-        accumulator.labels = None
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        for tensor in [*accumulator.sums.values(), accumulator.counts]:
-            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
-
-    result = {name: sums.cpu().numpy() for name, sums in accumulator.sums.items()}
-    result["__counts__"] = accumulator.counts.cpu().numpy()
-    return result
+_check_device = check_model_device
