@@ -35,10 +35,18 @@ def require_shared(*paths: Path) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    # Keep decoded data sets in a per-session cache unless the user points FILTERSCOPE_CACHE somewhere.
-    if "FILTERSCOPE_CACHE" not in os.environ:
-        os.environ["FILTERSCOPE_CACHE"] = str(Path.home() / ".cache" / "filterscope")
+    """Decoded data sets go to one cache folder per test session, never the user's ``~/.cache``.
+
+    Session-scoped, so the shared CIFAR zip is decoded once per session and reused by every test
+    that reads it; tests that need an empty cache set ``FILTERSCOPE_CACHE`` themselves.
+    """
+    previous = os.environ.get("FILTERSCOPE_CACHE")
+    os.environ["FILTERSCOPE_CACHE"] = str(tmp_path_factory.mktemp("filterscope-cache"))
     yield
+    if previous is None:
+        os.environ.pop("FILTERSCOPE_CACHE", None)
+    else:
+        os.environ["FILTERSCOPE_CACHE"] = previous
 
 
 # Tests run on small tensors on busy 2-core machines, where torch's default intra-op threading

@@ -11,6 +11,7 @@ from torch import nn
 import toy_models
 from filterscope.core.errors import UserInputError
 from filterscope.core.units import Unit, describe_units, find_units
+from filterscope.models import MODELS, create_model
 
 # The models are tiny: one thread is fastest, and several threads crawl on a busy 2-core
 # machine. (test_flops and test_capture import this module, so they run single-threaded too.)
@@ -349,22 +350,33 @@ def test_describe_units_table():
     assert len(lines) == 4
 
 
-def test_builtin_models_when_available():
-    models = pytest.importorskip("filterscope.models")
-    expected = {"resnet20": 19, "vgg16_slim": 13, "digits_cnn": None}
-    for name, count in expected.items():
-        try:
-            model = models.create_model(name, num_classes=10)
-        except Exception as error:  # the registry is written concurrently
-            pytest.skip(f"{name} not available: {error}")
-        input_size = (1, 8, 8) if name == "digits_cnn" else (3, 32, 32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # built-in models trace with fx
-            units = find_units(model, input_size)
-        assert units and all(unit.output_size is not None for unit in units)
-        if count is not None:
-            assert len(units) == count
-        assert [structure(unit) for unit in units] == [
-            structure(unit) for unit in find_units(model, input_size, method="hooks")
-        ]
-        assert_no_hooks(model)
+# How many units (one per conv) find_units finds in each built-in model.
+BUILTIN_UNIT_COUNTS = {
+    "digits_cnn": 4,
+    "googlenet_cifar": 64,
+    "resnet20": 19,
+    "resnet32": 31,
+    "resnet44": 43,
+    "resnet56": 55,
+    "resnet110": 109,
+    "vgg16_slim": 13,
+}
+
+
+def test_every_builtin_model_has_its_unit_count_listed():
+    assert sorted(MODELS) == sorted(BUILTIN_UNIT_COUNTS)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_UNIT_COUNTS))
+def test_builtin_models(name):
+    model = create_model(name, num_classes=10)
+    input_size = MODELS[name].input_shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # built-in models trace with fx
+        units = find_units(model, input_size)
+    assert len(units) == BUILTIN_UNIT_COUNTS[name]
+    assert all(unit.output_size is not None for unit in units)
+    assert [structure(unit) for unit in units] == [
+        structure(unit) for unit in find_units(model, input_size, method="hooks")
+    ]
+    assert_no_hooks(model)
