@@ -84,8 +84,13 @@ class RunDir:
         return changes
 
     def read_metrics(self) -> dict[str, Any]:
-        target = self.path / "metrics.json"
-        return json.loads(target.read_text()) if target.exists() else {}
+        return RunDir.peek_metrics(self.path)
+
+    @staticmethod
+    def peek_metrics(path: str | os.PathLike) -> dict[str, Any]:
+        """``metrics.json`` of the folder ``path`` ({} when there is none), without creating the folder."""
+        target = Path(path) / "metrics.json"
+        return json.loads(target.read_text()) if target.is_file() else {}
 
     def update_metrics(self, key: str, value: Any) -> Path:
         """Set ``metrics.json[key] = value``, keeping every other analysis's keys."""
@@ -117,3 +122,59 @@ def _compare_settings(old: dict, new: dict, prefix: str, ignore: set[str], chang
             _compare_settings(before, after, f"{prefix}{key}.", ignore, changes)
         elif before != after:
             changes.append(f"{prefix}{key}: {before!r} -> {after!r}")
+
+
+#: What marks a folder as holding a finished or started run of a verb that trains.
+RUN_MARKERS = ("checkpoints/last.pt", "config.yaml", "metrics.json")
+
+
+def check_run_dir(path: str | os.PathLike | None, *, resume: bool = False, overwrite: bool = False,
+                  analysis: str | None = None) -> Path | None:
+    """Refuse, before any computation, a run directory that would lose work or cannot be written.
+
+    Args:
+        path: the ``--run-dir``; None means the verb writes no run directory (nothing to check).
+        resume: the verb continues the run already in ``path`` (it must be there).
+        overwrite: the caller asked to replace what ``path`` holds.
+        analysis: for verbs that add one analysis to an existing run (``metrics.json[analysis]``):
+            the run may hold other analyses, but not this one unless ``overwrite``. None for verbs that
+            train, which own the whole folder.
+
+    Returns:
+        The path, checked; nothing is created or removed here.
+
+    Raises:
+        UserInputError: ``path`` is a file, is not writable, holds a run that would be replaced, or
+            ``resume`` names a folder with nothing to resume.
+    """
+    from ..core.errors import UserInputError
+
+    if path is None:
+        return None
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"--run-dir {str(path)!r} is a file, not a folder; give a folder path (it is created if missing).")
+    if resume and overwrite:
+        raise UserInputError("--resume and --overwrite contradict each other; give one of them.")
+    existing = [marker for marker in RUN_MARKERS if (path / marker).exists()]
+    if resume and analysis is None and not (path / "checkpoints" / "last.pt").exists():
+        raise UserInputError(f"--resume: {str(path)!r} holds no checkpoints/last.pt to resume; check the path, or drop "
+                             "--resume to start a new run there.")
+    if analysis is None and existing and not (resume or overwrite):
+        raise UserInputError(f"--run-dir {str(path)!r} already holds a run ({', '.join(existing)}); pass --resume to continue "
+                             "it, --overwrite to replace it, or choose a new --run-dir.")
+    if analysis is not None and not overwrite and analysis in RunDir.peek_metrics(path):
+        raise UserInputError(f"--run-dir {str(path)!r} already holds a {analysis!r} analysis; pass --overwrite to replace "
+                             "it, or choose a new --run-dir.")
+    _check_writable(path)
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    from ..core.errors import UserInputError
+
+    folder = path
+    while not folder.exists():  # the nearest existing ancestor must let us create the rest
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserInputError(f"--run-dir {str(path)!r} cannot be written ({str(folder)!r} is read-only); choose a writable folder.")
