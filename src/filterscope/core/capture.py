@@ -186,7 +186,7 @@ def capture(
             is not switched: call ``model.eval()`` first for inference behaviour.
         units: Units from :func:`filterscope.find_units` on this model.
         stats: Statistics to record, from :data:`STATISTICS`.
-        where: ``"conv"``, ``"bn"`` or ``"post"`` (see :mod:`filterscope.core.unit_hooks`).
+        where: ``"conv"``, ``"bn"``, ``"post"`` or ``"response"`` (see :mod:`filterscope.core.unit_hooks`).
         num_samples: Preallocate this many rows; more samples raise. ``None`` grows the
             arrays in chunks.
 

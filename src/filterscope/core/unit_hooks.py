@@ -10,6 +10,13 @@ Where a unit's output is read (``where``):
   ``F.relu`` (``unit.activation_name == "<functional relu>"``) it cannot be hooked, and
   nothing is applied: the output is that of the BatchNorm.
 
+* ``"response"``: the unit's response as one definition for every statistic: after the unit's own
+  activation where it has one (a module, as ``"post"``, or a functional call such as ``F.relu``,
+  which is applied here to the BatchNorm output with the function's default arguments); where it
+  has none (the last conv of a residual block, whose BatchNorm output goes into the sum, or a
+  linear bottleneck), the ReLU of its BatchNorm (or conv) output, so that a filter's response is
+  what it contributes above zero and a strongly negative output never counts as "small".
+
 An activation module reused at several places (torchvision's ``self.relu``) is matched to
 the unit by tensor identity: its call whose input is the unit's BatchNorm output.
 """
@@ -31,7 +38,7 @@ from .units import Unit
 __all__ = ["WHERE", "check_units", "register_unit_hooks"]
 
 #: Where a unit's output is read: raw conv output, after BatchNorm, after the activation.
-WHERE = ("conv", "bn", "post")
+WHERE = ("conv", "bn", "post", "response")
 
 
 def check_units(model: nn.Module, units: Sequence[Unit], where: str) -> None:
@@ -63,7 +70,7 @@ def register_unit_hooks(
     Args:
         hooks: Holds the hooks registered here; they are removed when it is.
         units: The units to read.
-        where: ``"conv"``, ``"bn"`` or ``"post"`` (see the module docstring).
+        where: ``"conv"``, ``"bn"``, ``"post"`` or ``"response"`` (see the module docstring).
         on_activation: Called once per unit and forward pass.
     """
     # For "post" with an activation module: the unit's BatchNorm (or conv) output, held by a
@@ -76,6 +83,12 @@ def register_unit_hooks(
     def report_output(unit: Unit) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
             on_activation(unit, output)
+
+        return hook
+
+    def report_activated(unit: Unit, activation: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            on_activation(unit, activation(output))
 
         return hook
 
@@ -100,6 +113,8 @@ def register_unit_hooks(
         pre_activation = unit.bn if unit.bn is not None else unit.conv
         if where == "conv":
             hooks.forward(unit.conv, report_output(unit))
+        elif where == "response" and unit.activation is None:
+            hooks.forward(pre_activation, report_activated(unit, response_function(unit)))
         elif where == "bn" or unit.activation is None:
             hooks.forward(pre_activation, report_output(unit))
         else:
@@ -108,3 +123,14 @@ def register_unit_hooks(
             activation_modules[id(unit.activation)] = unit.activation
     for module_id, module in activation_modules.items():
         hooks.forward(module, match_activation(module_id))
+
+
+def response_function(unit: Unit) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What ``where="response"`` applies to the BatchNorm output of a unit without an activation module:
+    its functional activation (``"<functional silu>"`` → ``F.silu``), or ReLU when it has none."""
+    import torch.nn.functional as F
+
+    name = unit.activation_name or ""
+    if name.startswith("<functional ") and hasattr(F, name[len("<functional "):-1]):
+        return getattr(F, name[len("<functional "):-1])
+    return F.relu
