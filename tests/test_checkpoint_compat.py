@@ -27,3 +27,21 @@ def test_the_demo_checkpoint_of_the_earlier_layout_gives_identical_logits_and_ga
     assert torch.equal(gates, expected["gates"])
     assert model.input_shape == (1, 8, 8)
     assert tuple(model.input_mean) == (0.5,) and tuple(model.input_std) == (0.5,)
+
+
+def test_eval_takes_a_decoupled_checkpoint_with_its_evaluation_gates():
+    from filterscope.analyses.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint("digits_cnn", str(FIXTURES / "decoupled_digits_demo.pt"), "digits", progress=False)
+    # the accuracy `filterscope demo` reported for this decoupled model when it wrote the checkpoint
+    assert result["num_samples"] == 359
+    assert round(result["accuracy"], 4) == 0.9136
+
+
+def test_eval_names_the_base_model_of_a_decoupled_checkpoint_given_with_another_model():
+    import pytest
+
+    from filterscope.analyses.evaluate import evaluate_checkpoint
+
+    with pytest.raises(fs.UserInputError, match="is a decoupled digits_cnn, not a resnet20; pass --model digits_cnn"):
+        evaluate_checkpoint("resnet20", str(FIXTURES / "decoupled_digits_demo.pt"), "digits", progress=False)

@@ -112,24 +112,44 @@ def evaluate_checkpoint(
 ) -> dict:
     """Build a registered model, load ``weights`` and evaluate it on a split of ``data``.
 
+    ``weights`` may also be a decoupled checkpoint (``filterscope decouple``): the decoupled model is rebuilt
+    and evaluated with its evaluation gates, on inputs normalised as its run normalised them.
+
     Returns:
         ``EvalResult.to_dict`` plus the model, data and split names.
     """
     from torch.utils.data import DataLoader
 
-    from ..data import load_dataset
     from ..core.distributed import resolve_device
-    from ..core.errors import UserInputError
-    from ..models import create_model, model_spec
-    from ..models.checkpoint import check_state_dict_fits, extract_state_dict, read_checkpoint
+    from ..data import load_dataset
+    from ..methods.decoupling.model import DECOUPLED_FORMAT
+    from ..models import model_spec
+    from ..models.checkpoint import read_checkpoint
 
-    spec = model_spec(model_name)
     torch_device = resolve_device(device)
-    dataset = load_dataset(
-        data, split, mean=spec.mean, std=spec.std, val_fraction=val_fraction, seed=seed,
-        expected_image_shape=spec.input_shape,
-    )
-    num_classes = len(dataset.classes)
+    payload = read_checkpoint(weights) if weights is not None else {}
+    if payload.get("format") == DECOUPLED_FORMAT:  # a decoupled model: evaluated with its evaluation gates
+        model, dataset = _decoupled_model_and_data(weights, payload, model_name, data, split, val_fraction, seed)
+        num_classes = len(dataset.classes)
+    else:
+        spec = model_spec(model_name)
+        dataset = load_dataset(
+            data, split, mean=spec.mean, std=spec.std, val_fraction=val_fraction, seed=seed,
+            expected_image_shape=spec.input_shape,
+        )
+        num_classes = len(dataset.classes)
+        model = _model_with_weights(model_name, weights, payload, num_classes, seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    result = evaluate(model.to(torch_device), loader, num_classes, device=torch_device, progress=progress)
+    return {"model": model_name, "weights": weights, "data": data, "split": split, **result.to_dict(dataset.classes)}
+
+
+def _model_with_weights(model_name: str, weights: str | None, payload: dict, num_classes: int, seed: int):
+    """The registered model with the checkpoint ``payload`` (read from ``weights``) loaded, after checking it fits."""
+    from ..core.errors import UserInputError
+    from ..models import create_model
+    from ..models.checkpoint import check_state_dict_fits, extract_state_dict
+
     # This torch seeds its process generator at random: unseeded, the fresh weights evaluated when no checkpoint
     # is given, and so the numbers, would differ from call to call. The caller's random stream is left as it was.
     with torch.random.fork_rng(devices=[]):
@@ -137,17 +157,36 @@ def evaluate_checkpoint(
         model = create_model(model_name, num_classes)
     if weights is None:
         warnings.warn(f"no weights given: evaluating a randomly initialised {model_name} (seed {seed}); "
-                      "pass weights (--weights) to evaluate a trained one.", stacklevel=2)
-    else:
-        state = extract_state_dict(read_checkpoint(weights))
-        final_layer = [k for k, v in state.items() if v.ndim == 2 and k.endswith("weight")]
-        if final_layer and state[final_layer[-1]].shape[0] != num_classes:
-            raise UserInputError(
-                f"checkpoint {weights!r} has {state[final_layer[-1]].shape[0]} classes but the data set has "
-                f"{num_classes}; evaluate it on data with the classes it was trained on."
-            )
-        check_state_dict_fits(model, state, str(weights))
-        model.load_state_dict(state, strict=False)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    result = evaluate(model.to(torch_device), loader, num_classes, device=torch_device, progress=progress)
-    return {"model": model_name, "weights": weights, "data": data, "split": split, **result.to_dict(dataset.classes)}
+                      "pass weights (--weights) to evaluate a trained one.", stacklevel=3)
+        return model
+    state = extract_state_dict(payload)
+    final_layer = [k for k, v in state.items() if v.ndim == 2 and k.endswith("weight")]
+    if final_layer and state[final_layer[-1]].shape[0] != num_classes:
+        raise UserInputError(
+            f"checkpoint {weights!r} has {state[final_layer[-1]].shape[0]} classes but the data set has "
+            f"{num_classes}; evaluate it on data with the classes it was trained on."
+        )
+    check_state_dict_fits(model, state, str(weights))
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def _decoupled_model_and_data(weights: str, payload: dict, model_name: str, data: str, split: str,
+                              val_fraction: float, seed: int):
+    """A decoupled checkpoint, rebuilt with its gates, and the split normalised as its run normalised it."""
+    from ..core.errors import UserInputError
+    from ..data import load_dataset
+    from ..methods.decoupling.model import load_decoupled
+    from ..models import model_spec
+
+    base_model = payload.get("base_model")
+    if base_model and model_name and model_name != base_model:
+        raise UserInputError(f"{weights!r} is a decoupled {base_model}, not a {model_name}; pass --model {base_model}.")
+    model = load_decoupled(weights)
+    mean, std = getattr(model, "input_mean", None), getattr(model, "input_std", None)
+    if mean is None or std is None:
+        spec = model_spec(base_model or model_name)
+        mean, std = spec.mean, spec.std
+    dataset = load_dataset(data, split, mean=mean, std=std, val_fraction=val_fraction, seed=seed,
+                           expected_image_shape=tuple(model.input_shape), expected_num_classes=model.num_classes)
+    return model, dataset
