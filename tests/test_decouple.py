@@ -327,6 +327,8 @@ def test_gate_lr_scale_sets_the_rate_of_the_gates_and_classifiers():
     assert network["lr"] == 0.02 and gates["lr"] == pytest.approx(0.06)
     assert {id(p) for p in gates["params"]} == {id(p) for p in decoupled.gate_parameters()}
     assert len(network["params"]) + len(gates["params"]) == len(list(decoupled.parameters()))
+    _, default = digits_decoupled()
+    assert [group["lr"] for group in gate_param_groups(default, TrainConfig(lr=0.02), default.config)] == [0.02, 0.02]
 
 
 def test_every_option_is_the_papers_or_a_documented_extension():
@@ -909,6 +911,17 @@ def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recor
         warnings.simplefilter("always")
         resumed, resumed_paths = run(True)
     assert not [w for w in caught if "settings changed" in str(w.message)]  # the same settings: nothing to say
+    # a run begun by an earlier version recorded the options that are gone: resuming it names no change
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "run" / "decouple.yaml").read_text())
+    recorded["decouple"].update(kl_epsilon=1e-6, kl_detach_response=True, mi_classifier_full_rate=True)
+    recorded["options"]["use_kl"] = True
+    (tmp_path / "run" / "decouple.yaml").write_text(yaml.safe_dump(recorded))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(True)
+    assert not [w for w in caught if "settings changed" in str(w.message)]
     with pytest.warns(UserWarning, match=r"decouple\.lambda_sparsity: 5\.0 -> 6\.0"):
         run(True, lambda_sparsity=6.0)
     assert resumed["history"] == trained["history"]  # nothing was trained again

@@ -9,10 +9,11 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -29,6 +30,7 @@ from ..training.train import TrainConfig, input_normalization, load_data, train
 from ..methods.decoupling.batchnorm import recalibrate_batchnorm
 from ..methods.decoupling.checkpoint import decoupled_metadata
 from ..methods.decoupling.config import DecoupleConfig, schedule_settings
+from ..methods.decoupling.legacy import upgrade_settings
 from ..methods.decoupling.model import DecoupledModel
 from ..methods.decoupling.objective import DecouplingObjective
 from ..methods.decoupling.threshold import shift_gate_threshold, threshold_for_flops
@@ -241,6 +243,24 @@ def resumed_gate_threshold(train_config: TrainConfig, run: RunDir) -> float:
     return 0.0
 
 
+def upgrade_recorded_settings(run: RunDir) -> None:
+    """Rewrite the ``decouple.yaml`` of a run begun by an earlier version under today's option names
+    (:func:`upgrade_settings`), so that resuming it warns about settings that changed, not names."""
+    path = run.path / "decouple.yaml"
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(k), dict) for k in ("decouple", "options")):
+        return
+    upgraded = upgrade_settings({**recorded["decouple"], **recorded["options"]}, source=str(path))
+    if upgraded == {**recorded["decouple"], **recorded["options"]}:
+        return
+    option_names = {f.name for f in fields(DecouplingRunOptions)}
+    run.write_config({"decouple": {k: v for k, v in upgraded.items() if k not in option_names},
+                      "options": {k: v for k, v in upgraded.items() if k in option_names}}, name="decouple.yaml")
+
+
 def threshold_and_batchnorm_step(train_config: TrainConfig, options: DecouplingRunOptions, flops_target_epoch: int | None,
                                  normalization: tuple) -> Callable[[DecoupledModel, Any, int], None]:
     """What runs after each epoch's last step, before its evaluation: the BatchNorm statistics
@@ -305,6 +325,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
                                     distill_phase=options.distill_phase, compile_teacher=train_config.compile)
     recorded_settings = {"decouple": asdict(decoupled.config), "options": asdict(options)}
     if train_config.resume and (run.checkpoints / "last.pt").exists() and distributed.is_main_process():
+        upgrade_recorded_settings(run)
         warn_if_settings_changed(run, recorded_settings, "decouple.yaml")
     run.write_config(recorded_settings, name="decouple.yaml")
     result = train(
