@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from filterscope.methods.decoupling.paths import PathRecord, collect_paths, filter_states
 from filterscope.methods.decoupling import (
+    ControllingModule,
     DecoupleConfig,
     DecouplingObjective,
     decouple,
@@ -21,6 +22,7 @@ from filterscope.methods.decoupling import (
 )
 from filterscope.methods.decoupling.losses import kl_gate_response, network_sparsity_loss, sparsity_loss, to_distribution
 from filterscope.core.flops import count_flops_reference
+from filterscope.core.hooks import Hooks
 from filterscope.data import load_dataset
 from filterscope.core.errors import UserInputError
 from filterscope.models import create_model, model_spec
@@ -221,6 +223,160 @@ def test_objective_terms_and_gate_gradients():
     assert all(c.weight.grad is not None for c in decoupled.mi_classifiers)
 
 
+@pytest.mark.parametrize("weights", [(0.01, 1.0, 0.1), (0.5, 0.25, 3.0)])
+def test_objective_weights_each_term_by_its_lambda(weights):
+    """L = CE + λm·L_mi + (W_cla's own CE) + λk·L_kl + λs·L_s, from the terms it returns (Eq. 12)."""
+    lambda_mi, lambda_kl, lambda_sparsity = weights
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    _, reference = digits_decoupled(lambda_mi=1.0, lambda_kl=1.0, lambda_sparsity=1.0, sparsity_ratio=0.5)
+    _, decoupled = digits_decoupled(lambda_mi=lambda_mi, lambda_kl=lambda_kl, lambda_sparsity=lambda_sparsity, sparsity_ratio=0.5)
+    results = []
+    for model in (reference, decoupled):
+        with torch.no_grad():  # gates that depend on the input, as after some training
+            for module in model.gate_modules():
+                module.controller.expand.weight.copy_(torch.linspace(-1, 1, module.controller.expand.weight.numel())
+                                                      .reshape(module.controller.expand.weight.shape))
+        model.train()
+        torch.manual_seed(3)  # the same SemHash noise for both
+        results.append(DecouplingObjective(model, steps_per_epoch=10)(model, images, labels, 0))
+    (_, _, unit_terms), (loss, _, terms) = results
+    for name in ("ce", "mi", "mi_classifier", "kl", "sparsity"):  # the terms do not depend on the weights ...
+        assert terms[name].item() == pytest.approx(unit_terms[name].item(), rel=1e-6), name
+    expected = (terms["ce"] + lambda_mi * terms["mi"] + terms["mi_classifier"] + lambda_kl * terms["kl"]
+                + lambda_sparsity * terms["sparsity"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)  # ... and each enters the loss times its λ
+    assert terms["mi"].item() > 0 and terms["kl"].item() > 0 and terms["sparsity"].item() > 0
+
+
+def test_lambda_kl_zero_leaves_the_kl_term_out_and_measures_no_responses():
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    _, decoupled = digits_decoupled(lambda_kl=0.0, lambda_sparsity=0.1, sparsity_ratio=0.5)
+    decoupled.train()
+    loss, _, terms = DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)
+    assert "kl" not in terms and all(slot.response is None for slot in decoupled.slots)
+    expected = terms["ce"] + decoupled.config.lambda_mi * terms["mi"] + terms["mi_classifier"] + 0.1 * terms["sparsity"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sparsity_warmup_raises_lambda_s_linearly_then_holds_it():
+    _, decoupled = digits_decoupled(lambda_sparsity=2.0, sparsity_ratio=0.5, sparsity_warmup_epochs=2)
+    objective = DecouplingObjective(decoupled, steps_per_epoch=10)
+    assert [objective.sparsity_weight(step) for step in (0, 9, 19, 500)] == pytest.approx([2.0 / 20, 1.0, 2.0, 2.0])
+    _, without = digits_decoupled(lambda_sparsity=2.0, sparsity_ratio=0.5)
+    assert DecouplingObjective(without, steps_per_epoch=10).sparsity_weight(0) == 2.0  # the paper: λs from the first step
+    decoupled.train()
+    images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    loss, _, terms = objective(decoupled, images, labels, 4)  # half way up the ramp of step 5 of 20
+    expected = (terms["ce"] + decoupled.config.lambda_mi * terms["mi"] + terms["mi_classifier"] + terms["kl"]
+                + 2.0 * 5 / 20 * terms["sparsity"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_sparsity_on_evaluation_counts_the_hard_noise_free_gates():
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    measured = {}
+    for sparsity_on in ("noisy", "evaluation"):
+        _, decoupled = digits_decoupled(lambda_sparsity=1.0, sparsity_ratio=0.0, sparsity_form="mean", gate_bias_init=0.3,
+                                        sparsity_on=sparsity_on)
+        decoupled.train()
+        torch.manual_seed(0)
+        _, _, terms = DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)
+        noisy = sum(z.mean() for z in decoupled.last_gates())
+        measured[sparsity_on] = (terms["sparsity"].item(), noisy.item())
+    # all logits start at b = 0.3 > 0: every evaluation gate is on, |1 − 0| per layer; the noisy gates are not all on
+    assert measured["evaluation"][0] == pytest.approx(2.0)
+    assert measured["noisy"][0] == pytest.approx(measured["noisy"][1], rel=1e-6) and measured["noisy"][0] < 1.9
+
+
+def test_gate_input_standardisation_centres_the_pooled_input_and_can_be_left_out():
+    torch.manual_seed(0)
+    x = torch.rand(32, 4, 5, 5) * 3 + 2  # post-ReLU-like: positive, far from 0 on average
+    pooled = x.mean(dim=(2, 3))
+    for standardize in (True, False):
+        controller = ControllingModule(4, 6, reduction=2, standardize_input=standardize).train()
+        seen = {}
+        with Hooks() as hooks:
+            hooks.forward(controller.squeeze, lambda module, inputs, output: seen.update(s=inputs[0]))
+            controller(x)
+        if standardize:
+            assert torch.allclose(seen["s"].mean(0), torch.zeros(4), atol=1e-5)
+            assert torch.allclose(seen["s"].var(0, unbiased=False), torch.ones(4), atol=1e-3)
+        else:
+            assert torch.equal(seen["s"], pooled)  # the paper: W1 reads GAP(X) as it is
+    _, plain = digits_decoupled(standardize_gate_input=False)
+    assert all(isinstance(m.controller.standardize, nn.Identity) for m in plain.gate_modules())
+    _, standardised = digits_decoupled()
+    assert all(isinstance(m.controller.standardize, nn.BatchNorm1d) for m in standardised.gate_modules())
+
+
+def test_skip_first_and_last_false_gates_every_unit():
+    decoupled = decouple(Chain(), DecoupleConfig(skip_first_and_last=False), num_classes=3, input_shape=(3, 16, 16))
+    assert decoupled.gated_units == ["c1", "c2", "c3", "c4"]
+    assert decouple(Chain(), DecoupleConfig(), num_classes=3, input_shape=(3, 16, 16)).gated_units == ["c2", "c3"]
+    with pytest.raises(UserInputError, match="skip_first_and_last=False"):
+        decouple(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)),
+                 DecoupleConfig(), num_classes=3, input_shape=(3, 16, 16))
+
+
+def test_gate_lr_scale_sets_the_rate_of_the_gates_and_classifiers():
+    from filterscope.pipelines.decoupling import gate_param_groups
+    from filterscope.training.train import TrainConfig
+
+    _, decoupled = digits_decoupled(gate_lr_scale=3.0)
+    network, gates = gate_param_groups(decoupled, TrainConfig(lr=0.02), decoupled.config)
+    assert network["lr"] == 0.02 and gates["lr"] == pytest.approx(0.06)
+    assert {id(p) for p in gates["params"]} == {id(p) for p in decoupled.gate_parameters()}
+    assert len(network["params"]) + len(gates["params"]) == len(list(decoupled.parameters()))
+    _, default = digits_decoupled()
+    assert [group["lr"] for group in gate_param_groups(default, TrainConfig(lr=0.02), default.config)] == [0.02, 0.02]
+
+
+def test_every_option_is_the_papers_or_a_documented_extension():
+    import dataclasses
+    from pathlib import Path
+
+    from filterscope.methods.decoupling.config import EXTENSION_FIELDS, PAPER_FIELDS
+
+    names = [f.name for f in dataclasses.fields(DecoupleConfig)]
+    assert sorted(PAPER_FIELDS + EXTENSION_FIELDS) == sorted(names) and not set(PAPER_FIELDS) & set(EXTENSION_FIELDS)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "decoupling-options.md").read_text()
+    from filterscope.pipelines.decoupling import DecouplingRunOptions
+
+    for name in names + [f.name for f in dataclasses.fields(DecouplingRunOptions)]:
+        assert f"`{name}`" in docs, name
+
+
+def test_old_option_names_translate_or_are_refused_in_one_sentence(tmp_path):
+    from filterscope.methods.decoupling.legacy import upgrade_settings
+
+    old = {"lambda_kl": 1.0, "kl_epsilon": 1e-6, "kl_detach_response": True, "mi_classifier_full_rate": True,
+           "use_kl": False, "use_mi": True}
+    assert upgrade_settings(old) == {"lambda_kl": 0.0, "use_mi": True}
+    assert upgrade_settings({"lambda_kl": 0.5, "use_kl": True}) == {"lambda_kl": 0.5}
+    for name, value in (("kl_epsilon", 0.01), ("kl_detach_response", False), ("mi_classifier_full_rate", False)):
+        with pytest.raises(UserInputError, match=f"{name}={value!r}, which this version no longer offers"):
+            upgrade_settings({name: value}, source="the file")
+    # a checkpoint written with an option the code no longer computes is refused, not loaded in silence
+    _, decoupled = digits_decoupled()
+    path = save_decoupled(decoupled, tmp_path / "d.pt", extra={})
+    payload = torch.load(path, weights_only=False)
+    payload["decouple_config"]["kl_detach_response"] = False
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(UserInputError, match="kl_detach_response=False"):
+        load_decoupled(tmp_path / "old.pt")
+
+
+def test_checkpoint_holds_the_model_not_its_training_schedule(tmp_path):
+    _, decoupled = digits_decoupled(lambda_sparsity=0.5, sparsity_ratio_ramp_epochs=3, path_finetune_epochs=2, gate_lr_scale=4.0)
+    payload = torch.load(save_decoupled(decoupled, tmp_path / "d.pt"), weights_only=False)
+    assert {"format", "base_model", "num_classes", "input_shape", "decouple_config", "state_dict"} <= set(payload)
+    assert not {"sparsity_warmup_epochs", "sparsity_ratio_ramp_epochs", "path_finetune_epochs", "gate_lr_scale"} & set(
+        payload["decouple_config"])
+    assert not {"optimizer", "history", "epoch"} & set(payload)
+    loaded = load_decoupled(tmp_path / "d.pt")
+    assert loaded.config.lambda_sparsity == 0.5 and loaded.gated_units == decoupled.gated_units
+    assert loaded.all_unit_names == decoupled.all_unit_names and loaded.gated_unit_indices == [1, 2]
+
 
 def test_evaluation_folds_batchnorm_and_gates_into_one_pass_with_the_same_values():
     from filterscope.methods.decoupling.gate import GatedOutput, GateSlot
@@ -240,8 +396,10 @@ def test_responses_are_measured_only_when_the_kl_term_needs_them():
     _, decoupled = digits_decoupled()
     decoupled.train()
     images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
-    DecouplingObjective(decoupled, steps_per_epoch=10, use_kl=False)(decoupled, images, labels, 0)
-    assert all(slot.response is None for slot in decoupled.slots)
+    _, without_kl = digits_decoupled(lambda_kl=0.0)
+    without_kl.train()
+    DecouplingObjective(without_kl, steps_per_epoch=10)(without_kl, images, labels, 0)
+    assert all(slot.response is None for slot in without_kl.slots)
     _, _, terms = DecouplingObjective(decoupled, steps_per_epoch=10)(decoupled, images, labels, 0)
     assert "kl" in terms and all(slot.response is not None and not slot.response.requires_grad for slot in decoupled.slots)
 
@@ -355,12 +513,12 @@ def test_detached_gate_input_keeps_gate_losses_out_of_the_features():
     images, labels = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     grads = {}
     for detach in (False, True):
-        _, decoupled = digits_decoupled(detach_gate_input=detach, lambda_sparsity=1.0, sparsity_ratio=0.5)
+        _, decoupled = digits_decoupled(detach_gate_input=detach, lambda_kl=0.0, lambda_sparsity=1.0, sparsity_ratio=0.5)
         decoupled.train()
         torch.manual_seed(1)
         for gate in decoupled.gate_modules():  # W2 starts at 0, which would block the path by itself
             torch.nn.init.normal_(gate.controller.expand.weight, std=0.1)
-        objective = DecouplingObjective(decoupled, steps_per_epoch=10, use_kl=False)
+        objective = DecouplingObjective(decoupled, steps_per_epoch=10)
         _, _, terms = objective(decoupled, images, labels, 100)
         terms["sparsity"].backward()  # the sparsity term alone: it reaches the network only through the gates
         first_conv = decoupled.network.features[0]
@@ -493,18 +651,23 @@ def test_recalibrate_batchnorm_uses_evaluation_gates_and_restores_modes():
     assert first_bn.momentum == 0.1
 
 
+EPOCHS_DENSE, EPOCHS_DECOUPLED = 6, 3  # small: the dense network need not be good, the gates need only start closing
+
+
 def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     import json
 
     from filterscope.cli import main
     from filterscope.training.train import TrainConfig, train
 
-    pretrained = train(TrainConfig(model="digits_cnn", data="digits", epochs=15, batch_size=64, lr=0.05,
+    pretrained = train(TrainConfig(model="digits_cnn", data="digits", epochs=EPOCHS_DENSE, batch_size=64, lr=0.05,
                                    run_dir=str(tmp_path / "dense"), progress=False, threads=1))
+    # the main options as flags, an extension in a config file, the others with --set
+    (tmp_path / "extensions.yaml").write_text("decouple:\n  sparsity_on: evaluation\n")
     code = main(["decouple", "--model", "digits_cnn", "--data", "digits", "--weights",
-                 str(pretrained.run_dir / "checkpoints" / "last.pt"), "--epochs", "8", "--batch-size", "64",
+                 str(pretrained.run_dir / "checkpoints" / "last.pt"), "--epochs", str(EPOCHS_DECOUPLED), "--batch-size", "64",
                  "--lr", "0.02", "--lambda-sparsity", "5", "--sparsity-ratio", "0.5", "--sparsity-form", "mean",
-                 "--sparsity-on", "evaluation", "--gate-lr-scale", "10", "--recalibrate-bn-images", "1000",
+                 "--config", str(tmp_path / "extensions.yaml"), "--set", "gate_lr_scale=10", "--recalibrate-bn-images", "1000",
                  "--no-progress", "--threads", "1", "--run-dir", str(tmp_path / "decoupled")])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -512,7 +675,9 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     assert summary["flops_reduction"] > 1.0
     assert summary["accuracy"] > 0.5
     metrics = json.loads((tmp_path / "decoupled" / "metrics.json").read_text())
-    assert len(metrics["decouple"]["history"]) == 8
+    assert metrics["decouple"]["decouple_config"]["sparsity_on"] == "evaluation"
+    assert metrics["decouple"]["decouple_config"]["gate_lr_scale"] == 10
+    assert len(metrics["decouple"]["history"]) == EPOCHS_DECOUPLED
     assert {"train_ce", "train_mi", "train_kl", "train_sparsity", "gated_mean_flops"} <= set(metrics["decouple"]["history"][0])
     last = metrics["decouple"]["history"][-1]  # measured on the epoch's evaluation pass, not a second one
     assert last["gated_accuracy"] == last["test_accuracy"] == summary["accuracy"]
@@ -746,6 +911,17 @@ def test_resuming_a_finished_decoupling_measures_again_what_the_last_epoch_recor
         warnings.simplefilter("always")
         resumed, resumed_paths = run(True)
     assert not [w for w in caught if "settings changed" in str(w.message)]  # the same settings: nothing to say
+    # a run begun by an earlier version recorded the options that are gone: resuming it names no change
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "run" / "decouple.yaml").read_text())
+    recorded["decouple"].update(kl_epsilon=1e-6, kl_detach_response=True, mi_classifier_full_rate=True)
+    recorded["options"]["use_kl"] = True
+    (tmp_path / "run" / "decouple.yaml").write_text(yaml.safe_dump(recorded))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(True)
+    assert not [w for w in caught if "settings changed" in str(w.message)]
     with pytest.warns(UserWarning, match=r"decouple\.lambda_sparsity: 5\.0 -> 6\.0"):
         run(True, lambda_sparsity=6.0)
     assert resumed["history"] == trained["history"]  # nothing was trained again
@@ -839,3 +1015,28 @@ def test_torchrun_decoupling_records_the_whole_test_split_in_order_on_every_proc
     same_path = (record.packed_paths == single.packed_paths).all(1)
     assert same_path.mean() >= 0.99, same_path.mean()  # batch composition may flip a gate sitting at 0
     assert abs(record.accuracy - single.accuracy) <= 0.01
+
+
+def test_decouple_help_lists_the_main_options_and_set_reaches_the_others(tmp_path, capsys):
+    import re
+
+    from filterscope.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["decouple", "--help"])
+    shown = capsys.readouterr().out
+    flags = set(re.findall(r"^\s+(--[a-z][a-z0-9-]*)", shown, flags=re.MULTILINE))
+    assert len(flags | {"--help"}) <= 25, sorted(flags)  # -h, --help included
+    assert {"--config", "--set", "--lambda-sparsity", "--sparsity-ratio", "--include", "--flops-target"} <= flags
+    assert "--sparsity-on" not in flags and "--set NAME=VALUE" in shown
+    cases = [
+        (["--set", "sparsity_on"], "is not NAME=VALUE"),
+        (["--set", "include=[a"], "not valid YAML"),
+        (["--set", "sparsity_onn=evaluation"], "unknown option(s) sparsity_onn"),
+        (["--set", "kl_epsilon=0.01"], "kl_epsilon=0.01, which this version no longer offers"),
+        (["--set", "sparsity_on=sometimes"], "unknown sparsity on 'sometimes'; choose one of noisy, evaluation"),
+    ]
+    for extra, fragment in cases:
+        code = main(["decouple", "--model", "digits_cnn", "--data", "digits", "--run-dir", str(tmp_path / "bad"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and fragment in err and len(err.splitlines()) == 1, (extra, err)

@@ -81,36 +81,70 @@ def _run_train(args) -> int:
     return 0
 
 
+# The options `filterscope decouple --help` lists; every other field of TrainConfig, DecoupleConfig and
+# DecouplingRunOptions is set with --set NAME=VALUE or in a --config file (docs/decoupling-options.md).
+DECOUPLE_FLAGS = (
+    "model", "data", "weights", "epochs", "batch_size", "lr", "device", "threads", "run_dir", "resume", "progress",
+    "preset", "lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio", "sparsity_form",
+    "teacher_weights", "flops_target", "recalibrate_bn_images",
+)
+
+
 def _add_decouple_parser(verbs) -> None:
+    import dataclasses
+
     from ..core.config import add_dataclass_arguments
     from ..methods.decoupling import DecoupleConfig
     from ..pipelines.decoupling import DecouplingRunOptions
+    from ..pipelines.recipes import RECIPES
     from ..training.train import TrainConfig
 
     parser = verbs.add_parser(
-        "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop"
+        "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop",
+        description="The main options are flags; every other option (see docs/decoupling-options.md) is set with "
+                    "--set NAME=VALUE or in a --config file.",
     )
-    from ..pipelines.recipes import RECIPES
-
     parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options, or the name of "
-                        f"a bundled recipe ({', '.join(RECIPES)}); flags override it")
-    add_dataclass_arguments(parser, TrainConfig)
-    add_dataclass_arguments(parser, DecoupleConfig, skip=("include", "exclude"))
+                        f"a bundled recipe ({', '.join(RECIPES)}); --set and flags override it")
+    parser.add_argument("--set", dest="set_options", action="append", default=[], metavar="NAME=VALUE",
+                        help="any option of the config file, VALUE read as YAML (e.g. --set sparsity_on=evaluation "
+                             "--set 'include=[layer*.conv1]'); repeatable; flags override it")
+    for options in (TrainConfig, DecoupleConfig, DecouplingRunOptions):
+        add_dataclass_arguments(parser, options, skip=tuple(f.name for f in dataclasses.fields(options)
+                                                            if f.name not in DECOUPLE_FLAGS))
     parser.add_argument("--include", dest="include", nargs="*", default=argparse.SUPPRESS, help="unit name patterns to gate")
     parser.add_argument("--exclude", dest="exclude", nargs="*", default=argparse.SUPPRESS, help="unit name patterns not to gate")
-    add_dataclass_arguments(parser, DecouplingRunOptions)
+
+
+def _decouple_file_values(args) -> dict:
+    """The --config file's values (flat, under today's option names) with the --set values over them."""
+    import yaml
+
+    from ..methods.decoupling.legacy import upgrade_settings
+    from ..pipelines.recipes import config_values
+
+    values = config_values(args.config)
+    for assignment in args.set_options:
+        name, equals, text = assignment.partition("=")
+        if not equals or not name.strip():
+            raise UserInputError(f"--set {assignment!r} is not NAME=VALUE; write e.g. --set sparsity_on=evaluation.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserInputError(f"--set {assignment!r}: the value is not valid YAML; quote it, e.g. 'include=[a*]'.") from None
+        values.update(upgrade_settings({name.strip(): value}, source=f"--set {assignment}"))
+    return values
 
 
 def _run_decouple(args) -> int:
     from ..core import distributed
-    from ..core.config import read_yaml_config, resolve_configs
+    from ..core.config import resolve_configs
     from ..methods.decoupling import DecoupleConfig
-    from ..pipelines.recipes import config_file
     from ..pipelines.decoupling import DecouplingRunOptions, run_decoupling
     from ..training.train import TrainConfig
 
     train_config, decouple_config, options = resolve_configs(
-        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, read_yaml_config(config_file(args.config))
+        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, _decouple_file_values(args)
     )
     summary = run_decoupling(train_config, decouple_config, options)
     if distributed.is_main_process():

@@ -9,10 +9,11 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -27,10 +28,12 @@ from ..models.checkpoint import read_checkpoint
 from ..io.run_dir import RunDir, warn_if_settings_changed
 from ..training.train import TrainConfig, input_normalization, load_data, train
 from ..methods.decoupling.batchnorm import recalibrate_batchnorm
-from ..methods.decoupling.config import DecoupleConfig
+from ..methods.decoupling.checkpoint import decoupled_metadata
+from ..methods.decoupling.config import DecoupleConfig, schedule_settings
+from ..methods.decoupling.legacy import upgrade_settings
+from ..methods.decoupling.model import DecoupledModel
 from ..methods.decoupling.objective import DecouplingObjective
 from ..methods.decoupling.threshold import shift_gate_threshold, threshold_for_flops
-from ..methods.decoupling.model import DecoupledModel, decouple, decoupled_metadata
 
 DISTILL_PHASES = ("all", "path_finetune")
 
@@ -39,8 +42,10 @@ DISTILL_PHASES = ("all", "path_finetune")
 class DecouplingRunOptions:
     """Choices of a decoupling run beyond the training loop and the loss weights.
 
+    L_kl is switched off by ``DecoupleConfig.lambda_kl = 0`` (earlier versions had ``use_kl`` here).
+
     Attributes:
-        use_mi, use_kl, use_sparsity: switch single loss terms off (the paper's Table 7 ablation).
+        use_mi, use_sparsity: switch single loss terms off (the paper's Table 7 ablation).
         recalibrate_bn_images: training images used to re-estimate BatchNorm statistics under
             evaluation gates after every epoch (0 turns it off).
         save_paths: write the test split's bit-packed calculation paths after training.
@@ -64,7 +69,6 @@ class DecouplingRunOptions:
     """
 
     use_mi: bool = True
-    use_kl: bool = True
     use_sparsity: bool = True
     recalibrate_bn_images: int = 10_000
     save_paths: bool = True
@@ -195,6 +199,98 @@ class EpochPaths(PathCollector):
         return {"gated_" + key: value for key, value in summary.items()} | {"gate_threshold": self.model.gate_threshold}
 
 
+def check_run_settings(train_config: TrainConfig, decouple_config: DecoupleConfig, options: DecouplingRunOptions,
+                       model: nn.Module | None) -> None:
+    """One clear error for settings of a decoupling run that cannot work together, before any data is read."""
+    train_config.validate()
+    if model is not None and train_config.weights:
+        raise UserInputError("pass either your own model or train_config.weights, not both; load the weights into the model first.")
+    if options.distill_weight < 0 or options.distill_temperature <= 0:
+        raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
+    check_choices(options)
+    if options.distill_phase == "path_finetune" and options.distill_weight > 0 and not decouple_config.path_finetune_epochs:
+        raise UserInputError("distillation during path fine-tuning needs a path fine-tuning phase; set path_finetune_epochs > 0.")
+    if options.teacher_weights and not options.distill_weight > 0:
+        raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
+    flops_target_start(train_config, decouple_config, options)
+
+
+def teacher_for(train_config: TrainConfig, options: DecouplingRunOptions, base: nn.Module, own_model: nn.Module | None,
+                num_classes: int) -> nn.Module | None:
+    """The network to distil from: ``options.teacher_weights`` in ``base``'s architecture, else ``base`` itself
+    (decouple() copied it; the teacher moves to the batch's device on use); None without distillation."""
+    if not options.distill_weight > 0:
+        return None
+    if not options.teacher_weights:
+        return base
+    if own_model is None:
+        return create_model(train_config.model, num_classes, options.teacher_weights)
+    return load_weights(copy.deepcopy(own_model), options.teacher_weights)
+
+
+def steps_per_epoch_of(train_config: TrainConfig, train_set) -> int:
+    """Training steps per epoch, as the training loop counts its global step (the last partial batch dropped)."""
+    steps = len(train_set) // train_config.batch_size
+    return min(steps, train_config.max_steps_per_epoch) if train_config.max_steps_per_epoch else steps
+
+
+def resumed_gate_threshold(train_config: TrainConfig, run: RunDir) -> float:
+    """The gate threshold of the checkpoint a resumed run goes on from (its biases come with the
+    weights; the record of their shift from here), else 0."""
+    last = run.checkpoints / "last.pt"
+    if train_config.resume and last.exists():
+        return float(read_checkpoint(last).get("gate_threshold", 0.0))
+    return 0.0
+
+
+def upgrade_recorded_settings(run: RunDir) -> None:
+    """Rewrite the ``decouple.yaml`` of a run begun by an earlier version under today's option names
+    (:func:`upgrade_settings`), so that resuming it warns about settings that changed, not names."""
+    path = run.path / "decouple.yaml"
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(k), dict) for k in ("decouple", "options")):
+        return
+    upgraded = upgrade_settings({**recorded["decouple"], **recorded["options"]}, source=str(path))
+    if upgraded == {**recorded["decouple"], **recorded["options"]}:
+        return
+    option_names = {f.name for f in fields(DecouplingRunOptions)}
+    run.write_config({"decouple": {k: v for k, v in upgraded.items() if k not in option_names},
+                      "options": {k: v for k, v in upgraded.items() if k in option_names}}, name="decouple.yaml")
+
+
+def threshold_and_batchnorm_step(train_config: TrainConfig, options: DecouplingRunOptions, flops_target_epoch: int | None,
+                                 normalization: tuple) -> Callable[[DecoupledModel, Any, int], None]:
+    """What runs after each epoch's last step, before its evaluation: the BatchNorm statistics
+    re-estimated under evaluation gates, and, at ``flops_target_epoch``, the threshold moved to the FLOPs target."""
+    def before_evaluation(current: DecoupledModel, dataset, epoch: int) -> None:
+        def recalibrate() -> None:
+            recalibrate_batchnorm(current, dataset, options.recalibrate_bn_images, seed=train_config.seed + epoch,
+                                  device=next(current.parameters()).device)
+
+        if epoch + 1 == flops_target_epoch:  # the next step is path fine-tuning's first
+            move_threshold_to_target(current, train_config, options, *normalization, recalibrate)
+        else:
+            recalibrate()
+
+    return before_evaluation
+
+
+def final_path_record(result, eval_set, train_config: TrainConfig) -> PathRecord:
+    """The paths of the trained network over the evaluation split: those of the last epoch's pass,
+    or, for a resumed run with no epoch left to train, measured once more."""
+    # train() types its observer by the protocol; the one it hands back is an EpochPaths.
+    if isinstance(result.last_observer, EpochPaths):  # the last epoch's pass saw the trained network on the whole split
+        return result.last_observer.record()
+    # Sharded only now: under torchrun the process group exists from train() on.
+    eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
+    trained = result.model
+    return collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress,
+                         sharded=True)
+
+
 def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
                    options: DecouplingRunOptions | None = None, *, model: nn.Module | None = None) -> dict[str, Any]:
     """Decouple ``train_config.model`` (from ``train_config.weights``), or your own ``model``, and train it.
@@ -210,9 +306,7 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
         The final summary (also in ``metrics.json`` under ``"decouple"``): accuracy, FLOPs, filter states.
     """
     options = options or DecouplingRunOptions()
-    train_config.validate()
-    if model is not None and train_config.weights:
-        raise UserInputError("pass either your own model or train_config.weights, not both; load the weights into the model first.")
+    check_run_settings(train_config, decouple_config, options, model)
     mean, std, input_shape = input_normalization(train_config, model)
     train_set, eval_set = load_data(train_config, mean, std, input_shape, train_config.num_classes)
     num_classes = len(train_set.classes)
@@ -220,72 +314,38 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     # process's own generator is seeded at random) and so before the gates' random W1 and the classifiers W_cla.
     torch.manual_seed(train_config.seed)
     base = model if model is not None else create_model(train_config.model, num_classes, train_config.weights)
-    decoupled = decouple(base, decouple_config, num_classes=num_classes, input_shape=input_shape,
-                         model_name=train_config.model if model is None else None)
-    decoupled.input_mean, decoupled.input_std = mean, std  # how train() normalises the data for it
-    steps_per_epoch = len(train_set) // train_config.batch_size  # as the training loop counts its global step
-    if train_config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, train_config.max_steps_per_epoch)
-    if options.distill_weight < 0 or options.distill_temperature <= 0:
-        raise UserInputError("distill weight must be >= 0 and distill temperature > 0.")
-    check_choices(options)
-    if options.distill_phase == "path_finetune" and options.distill_weight > 0 and not decouple_config.path_finetune_epochs:
-        raise UserInputError("distillation during path fine-tuning needs a path fine-tuning phase; set path_finetune_epochs > 0.")
-    teacher = None
-    if options.distill_weight > 0:  # decouple() copied base; the teacher moves to the batch's device on use
-        teacher = base
-        if options.teacher_weights:
-            teacher = (create_model(train_config.model, num_classes, options.teacher_weights) if model is None
-                       else load_weights(copy.deepcopy(model), options.teacher_weights))
-    elif options.teacher_weights:
-        raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
-    objective = DecouplingObjective(decoupled, steps_per_epoch, total_epochs=train_config.epochs, use_mi=options.use_mi, use_kl=options.use_kl,
-                                    use_sparsity=options.use_sparsity, teacher=teacher,
+    run = RunDir(train_config.run_dir)
+    decoupled = DecoupledModel(base, decouple_config, num_classes=num_classes, input_shape=input_shape,
+                               model_name=train_config.model if model is None else None, input_mean=mean, input_std=std,
+                               gate_threshold=resumed_gate_threshold(train_config, run))
+    objective = DecouplingObjective(decoupled, steps_per_epoch_of(train_config, train_set), total_epochs=train_config.epochs,
+                                    use_mi=options.use_mi, use_sparsity=options.use_sparsity,
+                                    teacher=teacher_for(train_config, options, base, model, num_classes),
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature,
                                     distill_phase=options.distill_phase, compile_teacher=train_config.compile)
-    flops_target_epoch = flops_target_start(train_config, decoupled.config, options)
-    run = RunDir(train_config.run_dir)
     recorded_settings = {"decouple": asdict(decoupled.config), "options": asdict(options)}
-    if train_config.resume and (run.checkpoints / "last.pt").exists():  # the biases come from the checkpoint, their record from here
-        decoupled.gate_threshold = float(read_checkpoint(run.checkpoints / "last.pt").get("gate_threshold", 0.0))
-        if distributed.is_main_process():
-            warn_if_settings_changed(run, recorded_settings, "decouple.yaml")
-
-    def before_evaluation(current: DecoupledModel, dataset, epoch: int) -> None:
-        def recalibrate() -> None:
-            recalibrate_batchnorm(current, dataset, options.recalibrate_bn_images, seed=train_config.seed + epoch,
-                                  device=next(current.parameters()).device)
-
-        if epoch + 1 == flops_target_epoch:  # the next step is path fine-tuning's first
-            move_threshold_to_target(current, train_config, options, mean, std, input_shape, recalibrate)
-        else:
-            recalibrate()
-
+    if train_config.resume and (run.checkpoints / "last.pt").exists() and distributed.is_main_process():
+        upgrade_recorded_settings(run)
+        warn_if_settings_changed(run, recorded_settings, "decouple.yaml")
     run.write_config(recorded_settings, name="decouple.yaml")
     result = train(
         train_config,
         model=decoupled,
         objective=objective,
         param_groups=lambda m: gate_param_groups(m, train_config, decoupled.config),
-        # The last epoch keeps its paths: its pass is the final record's (see below).
+        # The last epoch keeps its paths: its pass is the final record's (see final_path_record).
         observe_evaluation=lambda current, epoch: EpochPaths(current, keep_paths=epoch + 1 == train_config.epochs, sharded=True),
-        checkpoint_extra=decoupled_metadata,
-        before_evaluation=before_evaluation,
+        checkpoint_extra=lambda m: {**decoupled_metadata(m), "decouple_schedule": schedule_settings(m.config)},
+        before_evaluation=threshold_and_batchnorm_step(train_config, options, flops_target_start(train_config, decoupled.config, options),
+                                                       (mean, std, input_shape)),
         metrics_key="decouple",
     )
-    trained: DecoupledModel = result.model
-    # train() types its observer by the protocol; the one it hands back is the EpochPaths made above.
-    if isinstance(result.last_observer, EpochPaths):  # the last epoch's pass saw the trained network on the whole split
-        record = result.last_observer.record()
-    else:  # resumed with no epoch left to train: measure it once more
-        # Sharded only now: under torchrun the process group exists from train() on.
-        eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=256, shuffle=False)
-        record = collect_paths(trained, eval_loader, device=next(trained.parameters()).device, progress=train_config.progress, sharded=True)
+    record = final_path_record(result, eval_set, train_config)
     summary = {
         "model": train_config.model if model is None else type(model).__name__,
         "data": train_config.data,
         "epochs": train_config.epochs,
-        "decouple_config": asdict(trained.config),
+        "decouple_config": asdict(result.model.config),
         "options": asdict(options),
         **record.summary(),
         "history": result.history,

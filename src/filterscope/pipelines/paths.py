@@ -86,7 +86,7 @@ def record_checkpoint_paths(
     from torch.utils.data import DataLoader
 
     from ..data import load_dataset
-    from ..methods.decoupling.model import load_decoupled
+    from ..methods.decoupling import load_decoupled
     from ..core.distributed import resolve_device
     from ..models import model_spec
 

@@ -202,6 +202,24 @@ def _seed_epoch(config: TrainConfig, epoch: int) -> None:
     torch.manual_seed(config.seed * 100_003 + epoch * 1_009 + distributed.rank())
 
 
+@dataclass
+class TrainingSetup:
+    """What a run trains with, put together by :func:`prepare_training` and used by each epoch."""
+
+    config: TrainConfig
+    device: torch.device
+    is_distributed: bool
+    model: nn.Module
+    training_model: nn.Module  # the model, wrapped for DDP and torch.compile as the config says
+    optimizer: torch.optim.Optimizer
+    train_set: Any
+    eval_loader: DataLoader
+    num_classes: int
+    steps_per_epoch: int
+    run: RunDir
+    last_checkpoint: Path
+
+
 def train(
     config: TrainConfig,
     *,
@@ -232,6 +250,38 @@ def train(
     Returns:
         The trained model (unwrapped, in evaluation mode), the per-epoch history and final numbers.
     """
+    setup, history, start_epoch = prepare_training(config, model, param_groups, metrics_key)
+    start_time = time.time()
+    last_eval: EvalResult | None = None
+    observer: EvaluationObserver | None = None
+    for epoch in range(start_epoch, config.epochs):
+        record = train_one_epoch(setup, objective, epoch)
+        if before_evaluation is not None:
+            before_evaluation(setup.model, setup.train_set, epoch)
+        observer = observe_evaluation(setup.model, epoch) if observe_evaluation is not None else None
+        last_eval = evaluate(setup.model, setup.eval_loader, setup.num_classes, device=setup.device, progress=False,
+                             observe=observer.observe if observer is not None else None)
+        record.update({f"{config.eval_split}_accuracy": last_eval.accuracy, f"{config.eval_split}_loss": last_eval.loss})
+        if observer is not None:
+            record.update(observer.metrics())
+        history.append(record)
+        if distributed.is_main_process():
+            save_epoch(setup, history, epoch, checkpoint_extra, metrics_key)
+        distributed.barrier()
+    final = finish_training(setup, last_eval, time.time() - start_time)
+    if distributed.is_main_process():
+        setup.run.update_metrics(metrics_key, {"history": history, "final": final, "complete": True})
+    return TrainResult(model=setup.model, history=history, final=final, run_dir=setup.run.path, last_observer=observer)
+
+
+def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups: Callable[[nn.Module], list[dict]] | None,
+                     metrics_key: str) -> tuple[TrainingSetup, list[dict[str, Any]], int]:
+    """Validate ``config``, start the process group, load the data, build (or copy) the model and its
+    optimizer, resume them from the run's last checkpoint if asked, and wrap the model for training.
+
+    Returns:
+        The setup, the history so far and the first epoch to train.
+    """
     config.validate()
     device = distributed.resolve_device(config.device)
     is_distributed = distributed.init_distributed(device)
@@ -242,29 +292,55 @@ def train(
         raise UserInputError(
             f"batch size {config.batch_size} does not split over {world} processes; pass a multiple of {world}."
         )
-
     torch.manual_seed(config.seed)
     mean, std, image_shape = input_normalization(config, model)
     train_set, eval_set = load_data(config, mean, std, image_shape, config.num_classes)
     num_classes = len(train_set.classes)
-    if model is None:
-        model = create_model(config.model, num_classes, config.weights)
-    else:
-        model = copy.deepcopy(model)
+    model = create_model(config.model, num_classes, config.weights) if model is None else copy.deepcopy(model)
     model.to(device)
-
     run = RunDir(config.run_dir)
-    last_checkpoint = run.checkpoints / "last.pt"
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+    optimizer = build_optimizer(config, model, param_groups)
+    history, start_epoch = resume_or_start(config, run, model, optimizer, metrics_key)
+    training_model: nn.Module = model
+    if is_distributed:
+        training_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        training_model = torch.compile(training_model)
+    eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=max(256, config.batch_size // world),
+                             shuffle=False, num_workers=config.workers)
+    setup = TrainingSetup(config, device, is_distributed, model, training_model, optimizer, train_set, eval_loader,
+                          num_classes, steps_per_epoch(config, train_set), run, run.checkpoints / "last.pt")
+    return setup, history, start_epoch
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module, param_groups: Callable[[nn.Module], list[dict]] | None):
+    """SGD over ``param_groups(model)`` (or every trainable parameter), each group remembering its peak rate."""
     groups = param_groups(model) if param_groups else [{"params": [p for p in model.parameters() if p.requires_grad]}]
     for group in groups:
         group.setdefault("lr", config.lr)
         group["peak_lr"] = group["lr"]
-    optimizer = torch.optim.SGD(
-        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=config.nesterov
-    )
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov)
+
+
+def steps_per_epoch(config: TrainConfig, train_set) -> int:
+    """Steps of one epoch: whole global batches (the loaders drop the last partial one), at most ``max_steps_per_epoch``."""
+    steps = len(train_set) // config.batch_size
+    if steps < 1:
+        raise UserInputError(
+            f"the training split has {len(train_set)} images, fewer than one batch of {config.batch_size}; lower --batch-size."
+        )
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
+def resume_or_start(config: TrainConfig, run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    metrics_key: str) -> tuple[list[dict[str, Any]], int]:
+    """(history, first epoch to train): ``model`` and ``optimizer`` loaded from ``last.pt`` when resuming
+    and it exists, else from scratch; the run's config is (re)written."""
+    last_checkpoint = run.checkpoints / "last.pt"
     recorded_config = {"verb": metrics_key, **asdict(config)}
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
     if config.resume and last_checkpoint.exists():
         state = read_checkpoint(last_checkpoint)
         model.load_state_dict(state["state_dict"])
@@ -279,129 +355,113 @@ def train(
         print(f"no checkpoint in {run.checkpoints}; starting from scratch")
     if distributed.is_main_process():
         run.write_config(recorded_config)
+    return history, start_epoch
 
-    training_model: nn.Module = model
-    if is_distributed:
-        training_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if config.compile:
-        training_model = torch.compile(training_model)
 
-    per_process_batch = config.batch_size // world
-    eval_loader = DataLoader(
-        distributed.shard_for_evaluation(eval_set), batch_size=max(256, per_process_batch), shuffle=False, num_workers=config.workers
+def epoch_loader(setup: TrainingSetup, epoch: int) -> DataLoader:
+    """The training batches of ``epoch``, in an order drawn from (seed, epoch): the same after a resume."""
+    config = setup.config
+    if setup.is_distributed:
+        sampler = DistributedSampler(setup.train_set, seed=config.seed, shuffle=True, drop_last=True)
+        sampler.set_epoch(epoch)
+    else:
+        generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
+        sampler = RandomSampler(setup.train_set, generator=generator)
+    return DataLoader(setup.train_set, batch_size=config.batch_size // distributed.world_size(), sampler=sampler,
+                      num_workers=config.workers, drop_last=True)
+
+
+def train_one_epoch(setup: TrainingSetup, objective: Objective, epoch: int) -> dict[str, Any]:
+    """One pass over the training split; the epoch's record of training numbers, summed over processes."""
+    config, optimizer = setup.config, setup.optimizer
+    _seed_epoch(config, epoch)
+    loader = epoch_loader(setup, epoch)
+    setup.training_model.train()
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    epoch_start = time.time()
+    bar = tqdm(total=setup.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not (config.progress and distributed.is_main_process()), leave=False)
+    for step, (images, labels) in enumerate(loader):
+        if step >= setup.steps_per_epoch:
+            break
+        global_step = epoch * setup.steps_per_epoch + step
+        factor = learning_rate_factor(config, global_step, setup.steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        images, labels = images.to(setup.device, non_blocking=True), labels.to(setup.device, non_blocking=True)
+        loss, logits, terms = objective(setup.training_model, images, labels, global_step)
+        check_finite(loss, terms, epoch, step, setup.last_checkpoint)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    # Training numbers of this process are summed over processes.
+    totals = torch.tensor([correct, seen, *sums.values()], dtype=torch.float64)
+    distributed.all_reduce_sum(totals)
+    return {
+        "epoch": epoch + 1,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_accuracy": float(totals[0] / max(totals[1], 1)),
+        **{f"train_{name}": float(totals[2 + i] / max(totals[1], 1)) for i, name in enumerate(sums)},
+        "epoch_seconds": time.time() - epoch_start,
+    }
+
+
+def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int, last_checkpoint: Path) -> None:
+    """Stop with one sentence naming the non-finite terms and the checkpoint to resume from."""
+    if torch.isfinite(loss):
+        return
+    bad = [name for name, value in terms.items() if not torch.isfinite(torch.as_tensor(value)).all()]
+    raise FloatingPointError(
+        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+        f"(non-finite terms: {', '.join(bad) or 'the total'}); the last good checkpoint is "
+        f"{last_checkpoint if last_checkpoint.exists() else 'none yet'}: lower the learning rate "
+        "or the loss weights and resume."
     )
-    steps_per_epoch = len(train_set) // config.batch_size  # the loaders drop the last partial batch
-    if steps_per_epoch < 1:
-        raise UserInputError(
-            f"the training split has {len(train_set)} images, fewer than one batch of {config.batch_size}; lower --batch-size."
-        )
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    start_time = time.time()
-    last_eval: EvalResult | None = None
-    observer: EvaluationObserver | None = None
 
-    for epoch in range(start_epoch, config.epochs):
-        _seed_epoch(config, epoch)
-        if is_distributed:
-            sampler = DistributedSampler(train_set, seed=config.seed, shuffle=True, drop_last=True)
-            sampler.set_epoch(epoch)
-        else:
-            generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
-            sampler = RandomSampler(train_set, generator=generator)
-        loader = DataLoader(
-            train_set, batch_size=per_process_batch, sampler=sampler, num_workers=config.workers, drop_last=True
-        )
-        training_model.train()
-        sums: dict[str, float] = {}
-        correct = seen = 0
-        epoch_start = time.time()
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not (config.progress and distributed.is_main_process()),
-            leave=False,
-        )
-        for step, (images, labels) in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            global_step = epoch * steps_per_epoch + step
-            factor = learning_rate_factor(config, global_step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * factor
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            loss, logits, terms = objective(training_model, images, labels, global_step)
-            if not torch.isfinite(loss):
-                bad = [name for name, value in terms.items() if not torch.isfinite(torch.as_tensor(value)).all()]
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(non-finite terms: {', '.join(bad) or 'the total'}); the last good checkpoint is "
-                    f"{last_checkpoint if last_checkpoint.exists() else 'none yet'}: lower the learning rate "
-                    "or the loss weights and resume."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}")
-        bar.close()
 
-        # Training numbers of this process are summed over processes.
-        totals = torch.tensor([correct, seen, *sums.values()], dtype=torch.float64)
-        distributed.all_reduce_sum(totals)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_accuracy": float(totals[0] / max(totals[1], 1)),
-            **{f"train_{name}": float(totals[2 + i] / max(totals[1], 1)) for i, name in enumerate(sums)},
-            "epoch_seconds": time.time() - epoch_start,
-        }
-        if before_evaluation is not None:
-            before_evaluation(model, train_set, epoch)
-        observer = observe_evaluation(model, epoch) if observe_evaluation is not None else None
-        last_eval = evaluate(model, eval_loader, num_classes, device=device, progress=False,
-                             observe=observer.observe if observer is not None else None)
-        record.update({f"{config.eval_split}_accuracy": last_eval.accuracy, f"{config.eval_split}_loss": last_eval.loss})
-        if observer is not None:
-            record.update(observer.metrics())
-        history.append(record)
-        if distributed.is_main_process():
-            payload = {
-                "state_dict": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "config": asdict(config),
-                "model_name": config.model,
-                "num_classes": num_classes,
-                "classes": list(train_set.classes),
-            }
-            if checkpoint_extra is not None:
-                payload.update(checkpoint_extra(model))
-            save_atomically(payload, last_checkpoint)
-            run.update_metrics(metrics_key, {"history": history, "complete": epoch + 1 == config.epochs})
-            if config.progress:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "lr")
-                tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}")
-        distributed.barrier()
+def save_epoch(setup: TrainingSetup, history: list[dict[str, Any]], epoch: int,
+               checkpoint_extra: Callable[[nn.Module], dict[str, Any]] | None, metrics_key: str) -> None:
+    """Write the epoch's checkpoint (the model, and the training schedule: optimizer, epoch, history,
+    config) and metrics; print the epoch's numbers."""
+    config = setup.config
+    payload = {
+        "state_dict": setup.model.state_dict(),
+        "optimizer": setup.optimizer.state_dict(),
+        "epoch": epoch + 1,
+        "history": history,
+        "config": asdict(config),
+        "model_name": config.model,
+        "num_classes": setup.num_classes,
+        "classes": list(setup.train_set.classes),
+    }
+    if checkpoint_extra is not None:
+        payload.update(checkpoint_extra(setup.model))
+    save_atomically(payload, setup.last_checkpoint)
+    setup.run.update_metrics(metrics_key, {"history": history, "complete": epoch + 1 == config.epochs})
+    if config.progress:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if isinstance(v, float) and k != "lr")
+        tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}")
 
-    model.eval()
+
+def finish_training(setup: TrainingSetup, last_eval: EvalResult | None, seconds: float) -> dict[str, Any]:
+    """The final numbers; the model is left in evaluation mode."""
+    setup.model.eval()
     # The last epoch's evaluation pass measured this same model on the same loader: it is the final
     # evaluation. Only a resumed run with no epoch left to train measures it here.
-    final_eval = last_eval if last_eval is not None else evaluate(model, eval_loader, num_classes, device=device, progress=False)
-    final = {
-        **final_eval.to_dict(list(train_set.classes)),
-        "split": config.eval_split,
-        "epochs": config.epochs,
-        "wall_seconds_this_process": time.time() - start_time,
-        "world_size": world,
+    final_eval = last_eval if last_eval is not None else evaluate(setup.model, setup.eval_loader, setup.num_classes,
+                                                                  device=setup.device, progress=False)
+    return {
+        **final_eval.to_dict(list(setup.train_set.classes)),
+        "split": setup.config.eval_split,
+        "epochs": setup.config.epochs,
+        "wall_seconds_this_process": seconds,
+        "world_size": distributed.world_size(),
     }
-    if distributed.is_main_process():
-        run.update_metrics(metrics_key, {"history": history, "final": final, "complete": True})
-    return TrainResult(model=model, history=history, final=final, run_dir=run.path, last_observer=observer)

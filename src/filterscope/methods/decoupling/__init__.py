@@ -5,7 +5,8 @@ from .gate import ControllingModule, GatedConv, GatedOutput
 from .objective import DecouplingObjective
 from .presets import PRESETS
 from .semhash import saturating_sigmoid, semhash
-from .model import DecoupledModel, decouple, load_decoupled, save_decoupled
+from .model import DecoupledModel, decouple
+from .checkpoint import load_decoupled, save_decoupled
 
 __all__ = [
     "ControllingModule",

@@ -28,11 +28,13 @@ class GateSlot:
     Attributes:
         gate_logits: g, shape (B, N).
         gates: z, shape (B, N).
-        response: GAP of the unit's ungated output after its activation, shape (B, N) (for L_kl).
+        response: GAP of the unit's ungated output after its activation, shape (B, N), without
+            gradient (for L_kl, which stops its gradient at y).
         record_response: measure ``response`` in training passes (only L_kl reads it; off saves
             an activation and a pooling pass per gated layer).
-        response_gradient: keep the autograd graph of ``response`` (False when L_kl detaches it,
-            which saves its backward pass too).
+
+    The gate is computed from the unit's input before its conv runs and applied after its
+    BatchNorm, in two modules of the user's graph; this slot is what the two share within a pass.
     """
 
     def __init__(self) -> None:
@@ -40,7 +42,6 @@ class GateSlot:
         self.gates: torch.Tensor | None = None
         self.response: torch.Tensor | None = None
         self.record_response = True
-        self.response_gradient = True
 
     def clear(self) -> None:
         self.gate_logits = self.gates = self.response = None
@@ -49,7 +50,7 @@ class GateSlot:
         """A copy keeps the settings, not the last pass's tensors (which may hold an autograd graph,
         and belong to the original's pass); copy.deepcopy's memo keeps the copy shared by both wrappers."""
         copied = GateSlot()
-        copied.record_response, copied.response_gradient = self.record_response, self.response_gradient
+        copied.record_response = self.record_response
         return copied
 
     def evaluation_gates(self) -> torch.Tensor:
@@ -160,7 +161,7 @@ class GatedOutput(nn.Module):
             return torch.addcmul((shift * gates)[:, :, None, None], conv_output, (scale * gates)[:, :, None, None])
         normalised = self.batchnorm(conv_output)
         if self.training and self.slot.record_response:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.slot.response_gradient):
+            with torch.no_grad():
                 self.slot.response = self._response_activation(normalised).mean(dim=(2, 3))
         return normalised * gates[:, :, None, None]
 

@@ -2,8 +2,9 @@
 
 The caller's model is deep-copied, never changed. The copy's chosen convs are replaced by
 :class:`GatedConv` and their BatchNorms by :class:`GatedOutput`; a per-layer classifier W_cla
-(for L_mi) is added beside them. The result can be saved and re-built from its checkpoint alone
-(:func:`save_decoupled`, :func:`load_decoupled`).
+(for L_mi) is added beside them. :class:`DecoupledModel` does all of it in its constructor, so
+that a decoupled model is whole the moment it exists; it can be saved and re-built from its
+checkpoint alone (:mod:`.checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import warnings
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,34 +23,65 @@ from ...core.units import Unit, find_units
 from .config import DecoupleConfig
 from .gate import ControllingModule, GatedConv, GatedOutput, GateSlot
 
-DECOUPLED_FORMAT = "filterscope.decoupled/1"
-NORMALISATION = ("input_mean", "input_std")  # optional checkpoint entries: the per-channel mean and std of the inputs
-
 
 class DecoupledModel(nn.Module):
-    """A network whose gated units choose, per input, which filters run.
+    """A network whose gated units choose, per input, which filters run; built whole by its constructor.
+
+    Args:
+        model: any CNN that :func:`find_units` handles, usually pretrained; it is deep-copied, never changed.
+        config: decoupling settings (presets resolved against ``model_name``).
+        num_classes: K, the classes of the per-layer classifiers.
+        input_shape: (C, H, W) of the inputs.
+        model_name: the registered name, used for ``preset="auto"`` and for saving.
+        input_mean, input_std: how the inputs are normalised (per channel); default the ``model``'s
+            own attributes of those names, if any (a registered model's are in its registry entry).
+        gate_threshold: the threshold τ the gate biases have been shifted by (a record; see
+            :mod:`.threshold`).
 
     Attributes:
         network: the copied network with gated convs and BatchNorms in place.
         gated_units: names of the gated conv units, in execution order.
+        all_unit_names: names of every conv unit of the network; ``gated_unit_indices`` the
+            positions of the gated ones among them.
         mi_classifiers: one linear classifier per gated layer, K × N^l (Eq. 9).
+        cost_model: FLOPs per input under given gates (:class:`GatedCostModel`).
         config: the resolved :class:`DecoupleConfig`.
     """
 
-    def __init__(self, network: nn.Module, gated_units: list[str], slots: list[GateSlot],
-                 out_channels: list[int], num_classes: int, config: DecoupleConfig):
+    def __init__(self, model: nn.Module, config: DecoupleConfig | None = None, *, num_classes: int,
+                 input_shape: tuple[int, int, int] = (3, 32, 32), model_name: str | None = None,
+                 input_mean: tuple[float, ...] | None = None, input_std: tuple[float, ...] | None = None,
+                 gate_threshold: float = 0.0):
         super().__init__()
-        self.network = network
-        self.gated_units = list(gated_units)
-        self.slots = slots
-        self.out_channels = list(out_channels)
+        self.config = (config or DecoupleConfig()).resolved(model_name)
+        self.network = copy.deepcopy(model)
+        units = find_units(self.network, input_shape)
+        chosen = choose_units(units, self.config)
+        self.slots = [gate_unit(self.network, unit, self.config) for unit in chosen]
+        self.gated_units = [u.name for u in chosen]
+        self.all_unit_names = [u.name for u in units]
+        self.gated_unit_indices = [u.index for u in chosen]
+        self.out_channels = [u.out_channels for u in chosen]
         self.num_classes = num_classes
-        self.config = config
-        self.mi_classifiers = nn.ModuleList(nn.Linear(n, num_classes) for n in out_channels)
-        self.gate_threshold = 0.0  # gates open where g > this (see decouple.threshold); kept in the gate biases
-        for attribute in ("input_mean", "input_std", "input_shape"):
-            if hasattr(network, attribute):
-                setattr(self, attribute, getattr(network, attribute))
+        self.mi_classifiers = nn.ModuleList(nn.Linear(n, num_classes) for n in self.out_channels)
+        self.cost_model = build_gated_cost_model(
+            units, self.gated_units, self._controller_flops(),
+            count_costs(model, input_shape, find_units(model, input_shape)).linear_flops,
+        )
+        self.model_name = model_name
+        self.input_shape = tuple(input_shape)
+        self.input_mean = _channel_values(input_mean if input_mean is not None else getattr(model, "input_mean", None))
+        self.input_std = _channel_values(input_std if input_std is not None else getattr(model, "input_std", None))
+        self.gate_threshold = float(gate_threshold)  # gates open where g > this; kept in the gate biases
+        self.to(next(model.parameters()).device)
+        self.train(model.training)
+
+    def _controller_flops(self) -> int:
+        return sum(
+            2 * (m.controller.squeeze.in_features * m.controller.squeeze.out_features
+                 + m.controller.expand.in_features * m.controller.expand.out_features)
+            for m in self.gate_modules()
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         for slot in self.slots:
@@ -72,12 +102,19 @@ class DecoupledModel(nn.Module):
         for module in self.gate_modules():
             module.frozen_paths = frozen
 
-    def set_response_recording(self, record: bool, gradient: bool) -> None:
+    def set_response_recording(self, record: bool) -> None:
         """Whether training passes measure every gated layer's responses y (only L_kl reads them;
-        each costs a pass over the layer's output) and whether y keeps its autograd graph."""
+        each costs a pass over the layer's output)."""
         for slot in self.slots:
             slot.record_response = record
-            slot.response_gradient = gradient
+
+    def move_gate_threshold_(self, threshold: float) -> None:
+        """Open the gates where g > ``gate_threshold + threshold``, in place: every gate bias b moves
+        by −``threshold``, which is exactly that (see :mod:`.threshold`)."""
+        with torch.no_grad():
+            for module in self.gate_modules():
+                module.controller.expand.bias -= threshold
+        self.gate_threshold += float(threshold)
 
     @property
     def frozen_paths(self) -> bool:
@@ -91,6 +128,25 @@ class DecoupledModel(nn.Module):
         """Parameters of the controlling modules and of the per-layer classifiers."""
         parameters = [p for m in self.gate_modules() for p in m.controller.parameters()]
         return parameters + list(self.mi_classifiers.parameters())
+
+
+def _channel_values(values) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
+
+
+def gate_unit(network: nn.Module, unit: Unit, config: DecoupleConfig) -> GateSlot:
+    """Replace ``unit``'s conv by a :class:`GatedConv` and its BatchNorm by a :class:`GatedOutput`
+    in ``network`` (in place); the slot the two share."""
+    slot = GateSlot()
+    controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
+                                   config.standardize_gate_input)
+    if config.gate_bias_order == "bn_scale":
+        controller.expand.bias.data.copy_(bias_by_importance(unit.bn, config.gate_bias_init))
+    controller.to(unit.conv.weight.device)
+    _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std,
+                                                 config.semhash_hard_fraction, config.detach_gate_input))
+    _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
+    return slot
 
 
 def bias_by_importance(batchnorm: nn.Module, bias_init: float) -> torch.Tensor:
@@ -124,7 +180,7 @@ def choose_units(units: list[Unit], config: DecoupleConfig) -> list[Unit]:
         if any(fnmatch.fnmatch(unit.name, p) for p in config.exclude):
             continue
         if not unit.gateable:
-            warnings.warn(f"unit {unit.name!r} cannot be gated ({unit.reason_not_gateable}); it is left ungated", stacklevel=3)
+            warnings.warn(f"unit {unit.name!r} cannot be gated ({unit.reason_not_gateable}); it is left ungated", stacklevel=4)
             continue
         chosen.append(unit)
     if not chosen:
@@ -139,8 +195,10 @@ def decouple(
     num_classes: int,
     input_shape: tuple[int, int, int] = (3, 32, 32),
     model_name: str | None = None,
+    input_mean: tuple[float, ...] | None = None,
+    input_std: tuple[float, ...] | None = None,
 ) -> DecoupledModel:
-    """A decoupled copy of ``model``; ``model`` itself is not changed.
+    """A decoupled copy of ``model``; ``model`` itself is not changed (see :class:`DecoupledModel`).
 
     Args:
         model: any CNN that :func:`find_units` handles, usually pretrained.
@@ -148,90 +206,7 @@ def decouple(
         num_classes: K, the classes of the per-layer classifiers.
         input_shape: (C, H, W) of the inputs.
         model_name: the registered name, used for ``preset="auto"`` and for saving.
+        input_mean, input_std: how the inputs are normalised, when not the model's own attributes.
     """
-    config = (config or DecoupleConfig()).resolved(model_name)
-    network = copy.deepcopy(model)
-    units = find_units(network, input_shape)
-    chosen = choose_units(units, config)
-    slots, out_channels = [], []
-    for unit in chosen:
-        slot = GateSlot()
-        controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
-                                       config.standardize_gate_input)
-        if config.gate_bias_order == "bn_scale":
-            controller.expand.bias.data.copy_(bias_by_importance(unit.bn, config.gate_bias_init))
-        controller.to(unit.conv.weight.device)
-        _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std, config.semhash_hard_fraction,
-                                                    config.detach_gate_input))
-        _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
-        slots.append(slot)
-        out_channels.append(unit.out_channels)
-    decoupled = DecoupledModel(network, [u.name for u in chosen], slots, out_channels, num_classes, config)
-    controller_flops = sum(
-        2 * (m.controller.squeeze.in_features * m.controller.squeeze.out_features
-             + m.controller.expand.in_features * m.controller.expand.out_features)
-        for m in decoupled.gate_modules()
-    )
-    decoupled.cost_model = build_gated_cost_model(
-        units, decoupled.gated_units, controller_flops, count_costs(model, input_shape, find_units(model, input_shape)).linear_flops
-    )
-    decoupled.all_unit_names = [u.name for u in units]
-    decoupled.gated_unit_indices = [u.index for u in chosen]
-    decoupled.model_name = model_name
-    decoupled.input_shape = tuple(input_shape)
-    decoupled.to(next(model.parameters()).device)
-    return decoupled.train(model.training)
-
-
-def save_decoupled(model: DecoupledModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Write a checkpoint from which :func:`load_decoupled` rebuilds the model without other code."""
-    from ...models.checkpoint import save_atomically
-
-    payload = {"format": DECOUPLED_FORMAT, **decoupled_metadata(model), "state_dict": model.state_dict(), **(extra or {})}
-    return save_atomically(payload, path)
-
-
-def decoupled_metadata(model: DecoupledModel) -> dict:
-    """What :func:`load_decoupled` needs besides the weights."""
-    metadata = {
-        "format": DECOUPLED_FORMAT,
-        "base_model": model.model_name,
-        "num_classes": model.num_classes,
-        "input_shape": list(model.input_shape),
-        "decouple_config": asdict(model.config),
-    }
-    for name in NORMALISATION:  # how its inputs are normalised, when the run said so (run_decoupling does)
-        if getattr(model, name, None) is not None:
-            metadata[name] = [float(v) for v in getattr(model, name)]
-    if model.gate_threshold:  # already in the gate biases; recorded to say where they came from
-        metadata["gate_threshold"] = float(model.gate_threshold)
-    return metadata
-
-
-def load_decoupled(path: str | Path, base_model: nn.Module | None = None) -> DecoupledModel:
-    """Rebuild a decoupled model from a checkpoint of :func:`save_decoupled` or of ``filterscope decouple``.
-
-    Args:
-        path: the checkpoint.
-        base_model: the undecoupled architecture, needed only when it is not a built-in model.
-    """
-    from ...models import create_model
-    from ...models.checkpoint import check_state_dict_fits, read_checkpoint
-
-    payload = read_checkpoint(path)
-    if payload.get("format") != DECOUPLED_FORMAT:
-        raise UserInputError(f"{str(path)!r} is not a decoupled-model checkpoint; create one with `filterscope decouple`.")
-    if base_model is None:
-        if not payload.get("base_model"):
-            raise UserInputError(f"{str(path)!r} was decoupled from a custom model; pass that model as base_model.")
-        base_model = create_model(payload["base_model"], payload["num_classes"])
-    config = DecoupleConfig(**payload["decouple_config"])
-    model = decouple(base_model, config, num_classes=payload["num_classes"],
-                     input_shape=tuple(payload["input_shape"]), model_name=payload.get("base_model"))
-    check_state_dict_fits(model, payload["state_dict"], str(path))
-    model.load_state_dict(payload["state_dict"], strict=False)
-    for name in NORMALISATION:
-        if name in payload:
-            setattr(model, name, tuple(payload[name]))
-    model.gate_threshold = float(payload.get("gate_threshold", 0.0))
-    return model.eval()
+    return DecoupledModel(model, config, num_classes=num_classes, input_shape=input_shape, model_name=model_name,
+                          input_mean=input_mean, input_std=input_std)

@@ -1,4 +1,11 @@
-"""The decoupled-training objective L = CE + λm·L_mi + λk·L_kl + λs·L_s for the training loop."""
+"""The decoupled-training objective L = CE + λm·L_mi + λk·L_kl + λs·L_s (Li et al., 2020, Eq. 12) for the training loop.
+
+Each term is returned by name with the step's loss, unweighted, so that a run's log shows them:
+``ce``, ``mi`` (L_mi as the gates see it), ``mi_classifier`` (the classifiers' own cross-entropy,
+weight 1, see :func:`.losses.mutual_information_loss`), ``kl``, ``sparsity`` (L_s), and, with a
+teacher, ``distill``. The loss is ce + λm·mi + mi_classifier + λk·kl + λs(t)·sparsity (+ λd·distill),
+where λs(t) is λs under its warm-up (:meth:`DecouplingObjective.sparsity_weight`).
+"""
 
 from __future__ import annotations
 
@@ -24,9 +31,10 @@ class DecouplingObjective:
 
     Args:
         layer_ratios: R^l for every gated layer.
-        steps_per_epoch: to turn ``sparsity_warmup_epochs`` into steps.
+        steps_per_epoch: to turn ``sparsity_warmup_epochs`` and ``sparsity_ratio_ramp_epochs`` into steps.
         total_epochs: the run's length, to place the last ``path_finetune_epochs`` (None: no such phase).
-        use_mi, use_kl, use_sparsity: switch single terms off (the paper's Table 7 ablation).
+        use_mi, use_sparsity: switch single terms off (the paper's Table 7 ablation); L_kl is off
+            where the config's λk is 0.
         teacher: a frozen network whose softened outputs the decoupled one also learns
             (knowledge distillation, Hinton et al., 2015; not in the paper): the term
             λd·T²·KL(softmax(t/T) ‖ softmax(s/T)) is added to L.
@@ -37,7 +45,7 @@ class DecouplingObjective:
     """
 
     def __init__(self, model: DecoupledModel, steps_per_epoch: int, *, total_epochs: int | None = None, use_mi: bool = True,
-                 use_kl: bool = True, use_sparsity: bool = True, teacher: nn.Module | None = None,
+                 use_sparsity: bool = True, teacher: nn.Module | None = None,
                  distill_weight: float = 0.0, distill_temperature: float = 4.0, distill_phase: str = "all",
                  compile_teacher: bool = False):
         self.config = model.config
@@ -50,13 +58,14 @@ class DecouplingObjective:
         self.path_finetune_from = (
             round((total_epochs - finetune) * self.steps_per_epoch) if finetune > 0 else None
         )
-        self.use_mi, self.use_kl, self.use_sparsity = use_mi, use_kl, use_sparsity
+        self.use_mi, self.use_kl, self.use_sparsity = use_mi, self.config.lambda_kl > 0, use_sparsity
         self.teacher = (Teacher(teacher, distill_weight, distill_temperature, compile=compile_teacher)
                         if teacher is not None and distill_weight > 0 else None)
         self.distill_phase = distill_phase
-        model.set_response_recording(use_kl, gradient=not self.config.kl_detach_response)
+        model.set_response_recording(self.use_kl)
 
     def sparsity_weight(self, step: int) -> float:
+        """λs at this step: rising linearly from λs/W to λs over the W warm-up steps, then λs."""
         warmup = self.config.sparsity_warmup_epochs * self.steps_per_epoch
         factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         return self.config.lambda_sparsity * factor
@@ -96,17 +105,12 @@ class DecouplingObjective:
         config = self.config
         total = 0.0
         if self.use_mi:
-            gate_side, classifier_side = mutual_information_loss(
-                gates, labels, decoupled.mi_classifiers, config.mi_classifier_full_rate
-            )
+            gate_side, classifier_side = mutual_information_loss(gates, labels, decoupled.mi_classifiers)
             terms["mi"] = gate_side
             terms["mi_classifier"] = classifier_side
             total = total + config.lambda_mi * gate_side + classifier_side
         if self.use_kl:
-            kl = sum(
-                kl_gate_response(z, slot.response.detach() if config.kl_detach_response else slot.response, config.kl_epsilon)
-                for z, slot in zip(gates, decoupled.slots)
-            )
+            kl = sum(kl_gate_response(z, slot.response.detach()) for z, slot in zip(gates, decoupled.slots))
             terms["kl"] = kl
             total = total + config.lambda_kl * kl
         if self.use_sparsity:

@@ -23,10 +23,7 @@ def shift_gate_threshold(model: DecoupledModel, threshold: float, *, in_place: b
     """A copy of ``model`` whose gates open where g > ``threshold`` (``model`` is not changed), or
     ``model`` itself so changed with ``in_place`` (a training run moving its own threshold)."""
     shifted = model if in_place else copy.deepcopy(model)
-    with torch.no_grad():
-        for module in shifted.gate_modules():
-            module.controller.expand.bias -= threshold
-    shifted.gate_threshold = model.gate_threshold + float(threshold)
+    shifted.move_gate_threshold_(threshold)
     return shifted
 
 
