@@ -122,7 +122,7 @@ def evaluate_checkpoint(
 
     from ..core.distributed import resolve_device
     from ..data import load_dataset
-    from ..methods.decoupling.model import DECOUPLED_FORMAT
+    from ..methods.decoupling.checkpoint import DECOUPLED_FORMAT
     from ..models import model_spec
     from ..models.checkpoint import read_checkpoint
 
@@ -176,7 +176,7 @@ def _decoupled_model_and_data(weights: str, payload: dict, model_name: str, data
     """A decoupled checkpoint, rebuilt with its gates, and the split normalised as its run normalised it."""
     from ..core.errors import UserInputError
     from ..data import load_dataset
-    from ..methods.decoupling.model import load_decoupled
+    from ..methods.decoupling.checkpoint import load_decoupled
     from ..models import model_spec
 
     base_model = payload.get("base_model")
