@@ -283,7 +283,7 @@ def write_table(model: str) -> None:
         )
     header = (f"# Decoupled {model_title(model)}, CIFAR-10 JPEG test split (evaluation gates)\n\n"
               f"Dense FLOPs per image: {dense_flops / 1e6 if dense_flops else float('nan'):.1f} M (FlopCounterMode convention, 2 per MAC). "
-              "Runs and their settings: `decouple_resnet20_runs.sh` and each run's JSON. † re-evaluated by "
+              "Runs and their settings: `runs.yaml` (one entry per run, `run_list.py NAME` runs it) and each run's JSON. † re-evaluated by "
               "`decouple_reevaluate.py` with BatchNorm statistics re-estimated through the training transform (as runs now do); "
               "the next column is what the run measured itself with statistics from un-augmented images.\n\n"
               "| run | top-1 | top-1 as run measured | mean FLOPs/image | FLOPs reduction | % energetic | % silent | % dynamic |\n"
