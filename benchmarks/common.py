@@ -11,10 +11,17 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"  # ignored by git
+BENCHMARKS = Path(__file__).resolve().parent
+# Run directories of every study, kept in one place because studies start from each other's checkpoints
+# (a teacher trained by baselines/, a decoupled run measured by threshold/ or path_class_information/).
+CHECKPOINTS = BENCHMARKS / "checkpoints"  # ignored by git
 # The shared pretrained checkpoints (../shared/models, see DATA.md): the one list of the models benchmarks start from.
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def results_dir(study: str) -> Path:
+    """Where the study ``benchmarks/<study>/`` keeps its per-run results (JSON, markdown, figures)."""
+    return BENCHMARKS / study / "results"
 
 
 def model_title(name: str) -> str:
@@ -109,9 +116,12 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_results(name: str, results: dict, table: str, indent: int | None = 2) -> Path:
-    """Write ``results/<name>.json`` (with machine, versions, commit, command, time) and ``results/<name>.md``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, results: dict, table: str, indent: int | None = 2, *, directory: Path) -> Path:
+    """Write ``<directory>/<name>.json`` (with machine, versions, commit, command, time) and ``<directory>/<name>.md``.
+
+    ``directory`` is the study's results folder, ``results_dir("<study>")``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "command": command_line(),
@@ -121,7 +131,7 @@ def write_results(name: str, results: dict, table: str, indent: int | None = 2) 
         "machine": machine(),
         **results,
     }
-    target = RESULTS / f"{name}.json"
+    target = directory / f"{name}.json"
     target.write_text(json.dumps(payload, indent=indent) + "\n")  # indent None: one line, for large results
-    (RESULTS / f"{name}.md").write_text(table.rstrip() + "\n")
+    (directory / f"{name}.md").write_text(table.rstrip() + "\n")
     return target

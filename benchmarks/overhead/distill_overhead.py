@@ -7,20 +7,26 @@ too (``Teacher(compile=True)``, what ``--compile`` now does). The three are meas
 the same random batch, in alternating blocks of consecutive steps (a block's first step is not timed), so each
 is timed in its own steady state; reports medians and their ratios to the step without a teacher.
 
-    python benchmarks/distill_overhead.py [--model resnet20] [--repeats 4] [--block 6] [--threads 2]
+    python benchmarks/overhead/distill_overhead.py [--model resnet20] [--repeats 4] [--block 6] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from common import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import results_dir, write_results
 
 from filterscope.methods.decoupling import DecoupleConfig, DecouplingObjective, decouple
 from filterscope.models import create_model
+
+RESULTS = results_dir("overhead")
 
 STEPS_PER_EPOCH, EPOCHS = 390, 30
 SETUPS = ("no_teacher", "eager_teacher", "compiled_teacher")
@@ -85,7 +91,7 @@ def main() -> None:
              f"medians.\n\n| step | median seconds | ratio to no teacher |\n|---|---|---|\n{rows}\n"
              f"Eager teacher over compiled teacher: {results['eager_over_compiled_teacher']:.3f}×.\n")
     print(table)
-    write_results(f"distill_overhead_{args.model}", results, table)
+    write_results(f"distill_overhead_{args.model}", results, table, directory=RESULTS)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,27 @@ decoupled copy with L = CE + λm·L_mi + λk·L_kl + λs·L_s, interleaved (plai
 the same random batch, after warm-up; reports medians and their ratio — in eager mode and with
 both models under ``torch.compile`` (what ``--compile`` does in training), measured side by side.
 
-    python benchmarks/decouple_overhead.py [--model resnet20] [--repeats 20] [--threads 2] [--no-compile]
+    python benchmarks/overhead/decouple_overhead.py [--model resnet20] [--repeats 20] [--threads 2] [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import results_dir, write_results
 
 from filterscope.methods.decoupling import DecoupleConfig, DecouplingObjective, decouple
 from filterscope.models import create_model
+
+RESULTS = results_dir("overhead")
 
 
 def main() -> None:
@@ -88,7 +94,7 @@ def main() -> None:
              f"{args.repeats}.\n\n| step | median seconds |\n|---|---|\n{rows}\n"
              + "".join(f"Overhead, {mode}: {100 * (ratio - 1):.1f} % (ratio {ratio:.3f}).\n" for mode, ratio in ratios.items()))
     print(table)
-    write_results(f"decouple_overhead_{args.model}", results, table)
+    write_results(f"decouple_overhead_{args.model}", results, table, directory=RESULTS)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Decoupled ResNet-20 on CIFAR-10 JPEG against its dense fine-tuned reference.
 
 Each variant starts from the shared ResNet-20 checkpoint and uses the dense reference's schedule
-(benchmarks/baseline_resnet20.py: SGD momentum 0.9, weight decay 5e-4, batch 128, lr 0.02 cosine,
+(benchmarks/baselines/baseline_resnet20.py: SGD momentum 0.9, weight decay 5e-4, batch 128, lr 0.02 cosine,
 crop + flip, seed 0) for the same number of epochs, with the decoupling losses on top. Accuracy,
 FLOPs and filter states are measured with evaluation (hard, noise-free) gates on the test split.
 
-    python benchmarks/decouple_resnet20.py --variant r05 [--epochs 10]   # one run → results/decouple_resnet20_r05.json
-    python benchmarks/decouple_resnet20.py --table                       # all runs → results/decouple_resnet20.md
+    python benchmarks/decoupling/decouple_resnet20.py --variant r05 [--epochs 10]   # one run → results/decouple_resnet20_r05.json
+    python benchmarks/decoupling/decouple_resnet20.py --table                       # all runs → results/decouple_resnet20.md
 
 The same on the shared ResNet-56: --model resnet56 (results/decouple_resnet56_*.json, --table --model resnet56),
 against baseline_resnet20.py --model resnet56 and static_pruned_resnet20.py --model resnet56 (the file names
@@ -21,17 +21,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import yaml
-from common import CHECKPOINTS, RESULTS, WEIGHTS, model_title, record_process, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, WEIGHTS, model_title, record_process, results_dir, write_results
 
 from filterscope.methods.decoupling import DecoupleConfig
 from filterscope.pipelines.decoupling import DISTILL_PHASES, DecouplingRunOptions, run_decoupling
 from filterscope.core.locations import shared_dir
 from filterscope.training.train import TrainConfig
+
+RESULTS = results_dir("decoupling")
+# The table sets each run beside the dense reference and the static pruning of the same length.
+BASELINE_RESULTS, STATIC_PRUNING_RESULTS = results_dir("baselines"), results_dir("static_pruning")
 
 # Settings shared by every variant, chosen from the calibration runs recorded in the results
 # (sparsity on evaluation gates, width-independent form, gates learning 10× faster) and from a
@@ -226,7 +233,7 @@ def write_table(model: str) -> None:
     references = {}  # epochs -> per-epoch history of the dense reference, for the curves
     long_runs = []  # (name, history) of the decoupled runs longer than 10 epochs
     long_run_states = []  # (name, epochs, per-layer filter states) of the same runs, for the per-stage table
-    for path in sorted(RESULTS.glob(f"baseline_{model}_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
+    for path in sorted(BASELINE_RESULTS.glob(f"baseline_{model}_cifar10jpeg*.json")):  # the 10-epoch reference and longer ones
         baseline = json.loads(path.read_text())
         if "teacher" not in path.stem:
             references[baseline["epochs"]] = baseline["history"]
@@ -235,7 +242,7 @@ def write_table(model: str) -> None:
             kind = "dense reference, repeat (distillation teacher)" + (", run again" if "rerun" in path.stem else "")
         rows.append(f"| {kind} ({baseline['epochs']} epochs) | {baseline['test_accuracy']:.4f} | – | – | 1.00× | – | – | – |")
         points.append(("dense", f"{baseline['epochs']} ep", 1.0, baseline["test_accuracy"]))
-    for path in sorted(RESULTS.glob(f"static_pruned_{model}_*.json")):
+    for path in sorted(STATIC_PRUNING_RESULTS.glob(f"static_pruned_{model}_*.json")):
         static = json.loads(path.read_text())
         rows.append(f"| static pruning, ranked by BN γ magnitude, `{static['pruned_units']}` keep {static['kept_ratio']:g}{' + distillation' if static.get('teacher') else ''} ({static['epochs']} epochs) | "
                     f"{static['test_accuracy']:.4f} | – | {static['pruned_flops'] / 1e6:.1f} M | {static['flops_reduction']:.2f}× | – | – | – |")
@@ -276,7 +283,7 @@ def write_table(model: str) -> None:
         )
     header = (f"# Decoupled {model_title(model)}, CIFAR-10 JPEG test split (evaluation gates)\n\n"
               f"Dense FLOPs per image: {dense_flops / 1e6 if dense_flops else float('nan'):.1f} M (FlopCounterMode convention, 2 per MAC). "
-              "Runs and their settings: `decouple_resnet20_runs.sh` and each run's JSON. † re-evaluated by "
+              "Runs and their settings: `runs.yaml` (one entry per run, `run_list.py NAME` runs it) and each run's JSON. † re-evaluated by "
               "`decouple_reevaluate.py` with BatchNorm statistics re-estimated through the training transform (as runs now do); "
               "the next column is what the run measured itself with statistics from un-augmented images.\n\n"
               "| run | top-1 | top-1 as run measured | mean FLOPs/image | FLOPs reduction | % energetic | % silent | % dynamic |\n"

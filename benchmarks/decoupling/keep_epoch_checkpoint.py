@@ -4,7 +4,7 @@
 Run beside the training process: polls ``last.pt`` (reading it only when its modification time changes),
 copies it atomically once it holds the epoch, and stops; fails if the run is already past it.
 
-    python benchmarks/keep_epoch_checkpoint.py RUN_DIR/checkpoints/last.pt 20 checkpoints/fork_.../last_epoch20.pt
+    python benchmarks/decoupling/keep_epoch_checkpoint.py RUN_DIR/checkpoints/last.pt 20 checkpoints/fork_.../last_epoch20.pt
 """
 
 from __future__ import annotations

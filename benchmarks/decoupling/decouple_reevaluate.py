@@ -7,17 +7,20 @@ does (10,000 training images, seed = the run's seed + its epoch count), measures
 and filter states on the test split with evaluation gates, and stores them under "reevaluated" in
 the run's results JSON, next to the numbers the run itself measured.
 
-    python benchmarks/decouple_reevaluate.py --name ls_mi_conv1_r045_ramp_bnbias
+    python benchmarks/decoupling/decouple_reevaluate.py --name ls_mi_conv1_r045_ramp_bnbias
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, COMMIT_AT_START, RESULTS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, COMMIT_AT_START, results_dir
 from torch.utils.data import DataLoader
 
 from filterscope.methods.decoupling.paths import collect_paths
@@ -25,6 +28,8 @@ from filterscope.methods.decoupling import load_decoupled
 from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
 from filterscope.models import model_spec
 from filterscope.training.train import TrainConfig, load_data
+
+RESULTS = results_dir("decoupling")
 
 
 def main() -> None:

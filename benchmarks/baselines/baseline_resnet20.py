@@ -4,9 +4,9 @@ Schedule (documented here and recorded in the results): 10 epochs, SGD momentum 
 5e-4, batch 128, peak learning rate 0.02 with cosine decay to zero, random crop (4-pixel padding) and
 horizontal flip, seed 0. Evaluated on the JPEG test split after every epoch.
 
-    python benchmarks/baseline_resnet20.py [--epochs 10] [--shared ../shared] [--compile --threads 1]
+    python benchmarks/baselines/baseline_resnet20.py [--epochs 10] [--shared ../shared] [--compile --threads 1]
 
-Writes benchmarks/results/baseline_resnet20_cifar10jpeg.{json,md} (other epoch counts:
+Writes benchmarks/baselines/results/baseline_resnet20_cifar10jpeg.{json,md} (other epoch counts:
 baseline_resnet20_cifar10jpeg_<N>ep, the reference for decoupled runs of N epochs). The fine-tuned checkpoint goes to
 benchmarks/checkpoints/baseline_resnet20/checkpoints/last.pt (kept out of git); its sha256 is recorded,
 and re-running this script regenerates it (same seed, same schedule; bit-identical on the same
@@ -19,14 +19,18 @@ benchmarks/checkpoints/baseline_resnet56*).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from common import CHECKPOINTS, WEIGHTS, record_process, sha256, write_results
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, WEIGHTS, record_process, results_dir, sha256, write_results
 
 from filterscope.analyses.evaluate import evaluate_checkpoint
 from filterscope.core.locations import shared_dir
 from filterscope.training.train import TrainConfig, train
+
+RESULTS = results_dir("baselines")
 
 
 def main() -> None:
@@ -78,7 +82,7 @@ def main() -> None:
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256(checkpoint),
         "compiled": args.compile,
-        "regenerate": f"python benchmarks/baseline_resnet20.py --model {args.model} --epochs {args.epochs}" + (" --compile" if args.compile else ""),
+        "regenerate": f"python benchmarks/baselines/baseline_resnet20.py --model {args.model} --epochs {args.epochs}" + (" --compile" if args.compile else ""),
     }
     rows = "\n".join(
         f"| {h['epoch']} | {h['train_accuracy']:.4f} | {h['test_accuracy']:.4f} | {h['epoch_seconds']:.0f} |" for h in result.history
@@ -90,7 +94,7 @@ def main() -> None:
         + (f"; this resumed process ran {wall / 60:.1f} min" if args.resume else "") + ".\n\n"
         "| epoch | train top-1 | test top-1 | seconds |\n|---|---|---|---|\n" + rows
     )
-    print(write_results(f"baseline_{args.model}_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table))
+    print(write_results(f"baseline_{args.model}_cifar10jpeg{suffix}" + (f"_{args.name}" if args.name else ""), results, table, directory=RESULTS))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 Keeps the round(R·N) filters with the largest |BatchNorm γ| (network slimming's importance) in the
 first conv of every residual block of a shared ResNet (20 or 56) — the units the decoupling runs gate —
 removes the others physically (``export_pruned``), and fine-tunes the smaller network with the dense
-reference's schedule (benchmarks/baseline_resnet20.py: SGD momentum 0.9, weight decay 5e-4, batch 128,
+reference's schedule (benchmarks/baselines/baseline_resnet20.py: SGD momentum 0.9, weight decay 5e-4, batch 128,
 lr 0.02 cosine, crop + flip, seed 0). It tells whether a decoupling run's gap to the dense reference
 comes from the gates or from fine-tuning a network of that size for 10 epochs.
 
-    python benchmarks/static_pruned_resnet20.py [--model resnet20] [--ratio 0.45] [--epochs 10] [--threads 1] [--compile] [--resume]
+    python benchmarks/static_pruning/static_pruned_resnet20.py [--model resnet20] [--ratio 0.45] [--epochs 10] [--threads 1] [--compile] [--resume]
         [--distill-weight 1 --teacher CHECKPOINT]   # the same distillation the decoupled runs can get
 """
 
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import CHECKPOINTS, WEIGHTS, record_process, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, WEIGHTS, record_process, results_dir, write_results
 
 from filterscope.methods.semantic_pruning.export import export_pruned
 from filterscope.methods.semantic_pruning.semantic_pruning import PruningMask
@@ -30,6 +33,8 @@ from filterscope.models import create_model
 from filterscope.core.locations import shared_dir
 from filterscope.training.train import TrainConfig, train
 from filterscope.core.units import find_units
+
+RESULTS = results_dir("static_pruning")
 
 
 def slimming_mask(model, ratio: float, pattern: str) -> PruningMask:
@@ -100,7 +105,7 @@ def main() -> None:
              f"{dense_flops / 1e6:.1f} M → {pruned_flops / 1e6:.1f} M FLOPs"
              f"{f', distillation (λd {args.distill_weight:g}) from `{args.teacher}`' if args.teacher else ''}. Final test top-1 **{result.final['accuracy']:.4f}**.\n\n"
              f"| epoch | train top-1 | test top-1 |\n|---|---|---|\n{rows}\n")
-    print(write_results(name, results, table))
+    print(write_results(name, results, table, directory=RESULTS))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ with evaluation gates. It also chooses, on un-augmented *training* images only, 
 that keeps a FLOPs-reduction target (`threshold_for_flops`), and reports that τ on the test split.
 Nothing is retrained: the gates and weights are those the run learned at τ = 0.
 
-    python benchmarks/decouple_threshold.py --model resnet56 \
+    python benchmarks/threshold/decouple_threshold.py --model resnet56 \
         --run ls_mi_conv1_r045_ramp10_bnbias_detach_pf5_lm003_30ep --target 2.0
 """
 
@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, RESULTS, model_title, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, model_title, results_dir, write_results
 from torch.utils.data import DataLoader, Subset
 
 from filterscope import shift_gate_threshold
@@ -31,6 +35,9 @@ from filterscope.methods.decoupling.batchnorm import recalibrate_batchnorm
 from filterscope.models import model_spec
 from filterscope.training.train import TrainConfig, load_data
 
+RESULTS = results_dir("threshold")
+DECOUPLING_RESULTS = results_dir("decoupling")  # the trained runs whose threshold moves
+
 DEFAULT_THRESHOLDS = (0.05, 0.02, 0.0, -0.01, -0.02, -0.05, -0.1, -0.2, -0.5, -1.0)
 STATE_KEYS = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "active_fraction",
               "energetic_fraction", "silent_fraction", "dynamic_fraction")
@@ -39,7 +46,7 @@ STATE_KEYS = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "activ
 def dense_reference(model: str, epochs: int) -> float | None:
     """Test top-1 of the dense run fine-tuned with the same schedule, when it was recorded."""
     name = f"baseline_{model}_cifar10jpeg" + (f"_{epochs}ep" if epochs != 10 else "") + ".json"
-    path = RESULTS / name
+    path = results_dir("baselines") / name
     return json.loads(path.read_text())["test_accuracy"] if path.exists() else None
 
 
@@ -70,7 +77,7 @@ def draw(model: str, run: str, rows: list[dict], chosen: dict, dense: float | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="resnet56")
-    parser.add_argument("--run", required=True, help="run name: results/decouple_<model>_<run>.json")
+    parser.add_argument("--run", required=True, help="run name: decoupling/results/decouple_<model>_<run>.json")
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
     parser.add_argument("--target", type=float, default=2.0, help="FLOPs reduction the chosen τ must keep")
     parser.add_argument("--search-images", type=int, default=5000, help="un-augmented training images τ is chosen on")
@@ -79,7 +86,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     started = time.time()
-    run_result = json.loads((RESULTS / f"decouple_{args.model}_{args.run}.json").read_text())
+    run_result = json.loads((DECOUPLING_RESULTS / f"decouple_{args.model}_{args.run}.json").read_text())
     train_config = TrainConfig(**run_result["train_config"])
     options = run_result["options"]
     spec = model_spec(args.model)
@@ -127,7 +134,7 @@ def main() -> None:
                "search_images": args.search_images, "batchnorm_images": options["recalibrate_bn_images"],
                "batchnorm_seed": bn_seed, "rows": rows, "chosen": chosen, "wall_seconds": time.time() - started,
                "threads": args.threads}
-    print(write_results(f"decouple_threshold_{args.model}_{args.run}", results, table))
+    print(write_results(f"decouple_threshold_{args.model}_{args.run}", results, table, directory=RESULTS))
 
 
 if __name__ == "__main__":

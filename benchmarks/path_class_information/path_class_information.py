@@ -10,7 +10,7 @@ the network's own prediction, and the same classifier on the paths of each stage
 The paths are computed from the input, so they carry some class information whatever the losses;
 what this shows is how much, and how it moves with λm in runs that differ in nothing else.
 
-    python benchmarks/path_class_information.py --runs ls_mi_conv1_r045_ramp_bnbias_detach_pf3 \
+    python benchmarks/path_class_information/path_class_information.py --runs ls_mi_conv1_r045_ramp_bnbias_detach_pf3 \
         ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm01 ls_mi_conv1_r045_ramp_bnbias_detach_pf3_lm10
 """
 
@@ -18,16 +18,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from common import CHECKPOINTS, RESULTS, model_title, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, model_title, results_dir, write_results
 from sklearn.linear_model import LogisticRegression
 
 from filterscope.pipelines.paths import record_checkpoint_paths
 from filterscope.methods.decoupling.paths import PathRecord
 from filterscope.core.locations import shared_dir
+
+RESULTS = results_dir("path_class_information")
+DECOUPLING_RESULTS = results_dir("decoupling")  # the runs whose paths are read
 
 
 def stage_of(layer_name: str) -> str:
@@ -51,7 +58,7 @@ def measure(run: str, model: str, data: str, seed: int) -> dict:
         record_checkpoint_paths(run_dir, data, split="train", progress=False)
     train = PathRecord.load(run_dir / "arrays" / "paths_train.npz")
     test = PathRecord.load(run_dir / "arrays" / "paths_test.npz")
-    decoupled = json.loads((RESULTS / f"decouple_{model}_{run}.json").read_text())
+    decoupled = json.loads((DECOUPLING_RESULTS / f"decouple_{model}_{run}.json").read_text())
     counts = np.concatenate(train.activation_counts)
     dynamic = np.flatnonzero((counts > 0) & (counts < train.num_samples))
     layer_of_column = np.concatenate([[name] * width for name, width in zip(train.layer_names, train.layer_widths)])
@@ -80,7 +87,7 @@ def measure(run: str, model: str, data: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="run names, as in results/decouple_<model>_<name>.json")
+    parser.add_argument("--runs", nargs="+", required=True, help="run names, as in decoupling/results/decouple_<model>_<name>.json")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -104,7 +111,7 @@ def main() -> None:
         )
         + "\n\nPer stage: accuracy of the same classifier on that stage's dynamic filters alone (their count in brackets).\n"
     )
-    write_results(f"path_class_information_{args.model}", {"seed": args.seed, "runs": rows}, table)
+    write_results(f"path_class_information_{args.model}", {"seed": args.seed, "runs": rows}, table, directory=RESULTS)
     print(table)
 
 

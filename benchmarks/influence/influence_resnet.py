@@ -6,10 +6,10 @@ criteria, the noise ablation, head-only retraining, CSG, mutual information) run
 features extracted once per model and split and cached in benchmarks/checkpoints/influence_cache/
 (ignored by git). Stages, each writing its own results:
 
-    python benchmarks/influence_resnet.py extract      # cache features (resnet20, resnet56; train, test)
-    python benchmarks/influence_resnet.py speed        # Algorithm 1 pass vs plain inference, interleaved
-    python benchmarks/influence_resnet.py analyze      # r_A, k grid, criteria, noise, head retraining, CSG, MI, figures
-    python benchmarks/influence_resnet.py retrain      # whole-network retraining of the decomposed ResNet-20 (+ dense control)
+    python benchmarks/influence/influence_resnet.py extract      # cache features (resnet20, resnet56; train, test)
+    python benchmarks/influence/influence_resnet.py speed        # Algorithm 1 pass vs plain inference, interleaved
+    python benchmarks/influence/influence_resnet.py analyze      # r_A, k grid, criteria, noise, head retraining, CSG, MI, figures
+    python benchmarks/influence/influence_resnet.py retrain      # whole-network retraining of the decomposed ResNet-20 (+ dense control)
 
 All runs use one intra-op thread (--threads) because the development machine has two cores.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,12 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, WEIGHTS, results_dir, write_results
 
 from filterscope.methods.influence.influence import find_final_linear
 from filterscope.data import load_dataset
 from filterscope.models import create_model, model_spec
 from filterscope.core.locations import shared_dir
+
+RESULTS = results_dir("influence")
 
 CACHE = CHECKPOINTS / "influence_cache"
 K = 5
@@ -77,7 +81,7 @@ def extract_features(model: torch.nn.Module, loader: DataLoader, description: st
 def load_cached(name: str, split: str) -> dict[str, np.ndarray]:
     path = cache_path(name, split)
     if not path.exists():
-        raise SystemExit(f"{path} is missing; run `python benchmarks/influence_resnet.py extract` first.")
+        raise SystemExit(f"{path} is missing; run `python benchmarks/influence/influence_resnet.py extract` first.")
     with np.load(path) as cached:
         return {key: cached[key] for key in cached.files}
 
@@ -174,7 +178,7 @@ def stage_speed(args) -> None:
         f"\n\nRatio (mean Algorithm 1 / mean plain): **{ratio:.3f}** (limit 1.1); per repeat: "
         + ", ".join(f"{r:.3f}" for r in pair_ratios) + "\n"
     )
-    print(write_results("influence_speed", results, table))
+    print(write_results("influence_speed", results, table, directory=RESULTS))
 
 
 def accuracy(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -362,7 +366,7 @@ def stage_analyze(args) -> None:
         results["models"][name] = analyze_model(name, weights[name], data, grid, figures=True)
         results["models"][name]["seconds"] = time.time() - start
         print(f"{name} analysed in {time.time() - start:.0f} s", flush=True)
-    print(write_results("influence_resnet", results, summary_table(results)))
+    print(write_results("influence_resnet", results, summary_table(results), directory=RESULTS))
 
 
 def summary_table(results: dict) -> str:
@@ -483,7 +487,7 @@ def stage_retrain(args) -> None:
         + f"\n\nr_A before: {results['relative_accuracy_before']:.4f}; decomposed after / dense after: "
         f"{results['relative_accuracy_after_vs_retrained_dense']:.4f}. Paper (original CIFAR-10): 88.59 % -> 91.51 % after one epoch.\n"
     )
-    print(write_results("influence_retrain", results, table))
+    print(write_results("influence_retrain", results, table, directory=RESULTS))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ directory's ``metrics.json`` and writes ``results/decouple_<model>_calibration_<
 (what ``decouple_resnet20.py --table`` lists under calibration runs), with the finished run it is
 compared against side by side when ``--against`` names one.
 
-    python benchmarks/record_stopped_run.py --run-dir checkpoints/decouple_resnet20_<run> --name <short name> \\
+    python benchmarks/decoupling/record_stopped_run.py --run-dir checkpoints/decouple_resnet20_<run> --name <short name> \\
         --why "what the run showed and why it was stopped" --against <finished run's name>
 """
 
@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from common import RESULTS, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import results_dir, write_results
+
+RESULTS = results_dir("decoupling")
 
 
 def main() -> int:
@@ -67,7 +71,8 @@ def main() -> int:
              f"{history[-1]['epoch']}: {per_layer}.\n\n" + "\n".join(lines))
     config = yaml.safe_load((run_dir / "decouple.yaml").read_text())
     print(write_results(name, {"run": run_dir.name, "stopped_after_epochs": history[-1]["epoch"], "why": args.why,
-                               "against": args.against, "decouple_config": config, "history": history}, table))
+                               "against": args.against, "decouple_config": config, "history": history}, table,
+                               directory=RESULTS))
     return 0
 
 

@@ -5,13 +5,13 @@ model and read-out point, cached in benchmarks/checkpoints/semantic_cache/ (igno
 Pruned networks are evaluated on the whole JPEG test split. Stages, each resumable and each
 writing its results as it goes:
 
-    python benchmarks/semantic_pruning_resnet.py accumulate --models resnet20   # train-split responses (post, bn, conv)
-    python benchmarks/semantic_pruning_resnet.py speed --models resnet20        # sweep vs plain throughput, interleaved
-    python benchmarks/semantic_pruning_resnet.py sweep --models resnet20 --settings 0 0.05 0.25 0.5
-    python benchmarks/semantic_pruning_resnet.py where --models resnet20        # read-out point comparison (test subset)
-    python benchmarks/semantic_pruning_resnet.py residual --models resnet20     # DP/RP per layer from each class's own images
-    python benchmarks/semantic_pruning_resnet.py export --models resnet20       # physically pruned network vs masked
-    python benchmarks/semantic_pruning_resnet.py report --models resnet20       # JSON, markdown, figures
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py accumulate --models resnet20   # train-split responses (post, bn, conv)
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py speed --models resnet20        # sweep vs plain throughput, interleaved
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models resnet20 --settings 0 0.05 0.25 0.5
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py where --models resnet20        # read-out point comparison (test subset)
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py residual --models resnet20     # DP/RP per layer from each class's own images
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py export --models resnet20       # physically pruned network vs masked
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py report --models resnet20       # JSON, markdown, figures
 
 All runs use one intra-op thread (--threads) because the development machine has two cores;
 run them under `nice -n 19`.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common import CHECKPOINTS, RESULTS, WEIGHTS, write_results
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
+from common import CHECKPOINTS, WEIGHTS, results_dir, write_results
 
 from filterscope import find_units
 from filterscope.methods.semantic_pruning.semantic_pruning import (
@@ -46,6 +48,8 @@ from filterscope.methods.semantic_pruning.semantic_pruning import (
 from filterscope.data import load_dataset
 from filterscope.models import create_model, model_spec
 from filterscope.core.locations import shared_dir
+
+RESULTS = results_dir("semantic_pruning")
 
 CACHE = CHECKPOINTS / "semantic_cache"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -96,7 +100,7 @@ def response_path(name: str, where: str) -> Path:
 def load_response(name: str, where: str, units) -> AccumulatedResponse:
     path = response_path(name, where)
     if not path.exists():
-        raise SystemExit(f"{path} is missing; run `python benchmarks/semantic_pruning_resnet.py accumulate` first.")
+        raise SystemExit(f"{path} is missing; run `python benchmarks/semantic_pruning/semantic_pruning_resnet.py accumulate` first.")
     with np.load(path) as stored:
         if "__order__" not in stored.files:  # raw accumulate_by_class output: convert once
             response = AccumulatedResponse({unit.name: stored[unit.name] for unit in units}, stored["__counts__"], where, CLASSES)
@@ -342,7 +346,7 @@ def stage_report(args) -> None:
         entry: dict = {}
         if not target.exists():
             results["partial"] = True
-            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name}")
+            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models {name}")
             continue
         stored = json.loads(target.read_text())
         reference = stored["reference"]
@@ -368,7 +372,7 @@ def stage_report(args) -> None:
         if missing:
             results["partial"] = True
             results["remaining"].append(
-                f"nice -n 19 python benchmarks/semantic_pruning_resnet.py sweep --models {name} --settings "
+                f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models {name} --settings "
                 + " ".join(str(s) for s in full_grid) + f"  # θ {missing} not yet evaluated for every class (resumes per class)")
         entry["settings_evaluated"] = settings
         entry["full_network_accuracy"] = reference["accuracy"]
@@ -417,7 +421,7 @@ def stage_report(args) -> None:
         residual_path = CACHE / "residual.json"
         residual = json.loads(residual_path.read_text()).get(name) if residual_path.exists() else None
         if residual is None:
-            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning_resnet.py residual --models {name}")
+            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py residual --models {name}")
             for mode in ("nwp", "lwp"):
                 figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}_{name}.png", mode=mode,
                                              title=f"{name}: direct and residual pruning per layer")
@@ -479,23 +483,23 @@ def stage_report(args) -> None:
         results["models"][name] = entry
         lines += markdown_for(name, entry, settings)
     if not speed:
-        results["remaining"].append("nice -n 19 python benchmarks/semantic_pruning_resnet.py speed --models resnet20")
+        results["remaining"].append("nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py speed --models resnet20")
     for other in WEIGHTS:
         if other not in results["models"]:
             results["partial"] = True
             results["remaining"].append(
                 f"for stage in accumulate speed sweep where residual export; do nice -n 19 python "
-                f"benchmarks/semantic_pruning_resnet.py $stage --models {other}; done  # {other} not run yet (about 3x ResNet-20's time)")
+                f"benchmarks/semantic_pruning/semantic_pruning_resnet.py $stage --models {other}; done  # {other} not run yet (about 3x ResNet-20's time)")
     lines += ["", "## Status", ""]
     if results["partial"] or results["remaining"]:
-        lines += ["**Partial results.** Still to run (then `python benchmarks/semantic_pruning_resnet.py report --models "
+        lines += ["**Partial results.** Still to run (then `python benchmarks/semantic_pruning/semantic_pruning_resnet.py report --models "
                   + " ".join(WEIGHTS) + "`):", ""] + [f"    {c}" for c in results["remaining"]]
     else:
         lines += ["Complete for the models listed."]
     findings = RESULTS / "semantic_findings.md"  # hand-written, included as is
     if findings.exists():
         lines += ["", findings.read_text()]
-    write_results("semantic_resnet", results, "\n".join(lines), indent=None)  # per-unit rows of 520 networks: 2.2 MB indented
+    write_results("semantic_resnet", results, "\n".join(lines), indent=None, directory=RESULTS)  # per-unit rows of 520 networks: 2.2 MB indented
 
 
 def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
