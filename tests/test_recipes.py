@@ -15,7 +15,7 @@ from filterscope.pipelines.recipes import RECIPES, config_values, recipe_path
 
 from test_cli import assert_one_clear_error, run_cli
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "decoupling" / "results"
 # The measured run each recipe reproduces (its JSON records the settings it ran with).
 MEASURED_RUN = {
     "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf20_lm0003_flops201_30ep_pfkd10.json",

@@ -60,10 +60,11 @@ COMMON = dict(
 VARIANTS = {
     "r0": dict(config=dict(sparsity_ratio=0.0, lambda_sparsity=4.0), options={}),
     "r05": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options={}),
-    "gates_only": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options=dict(use_mi=False, use_kl=False, use_sparsity=False)),
-    "ls": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options=dict(use_mi=False, use_kl=False)),
+    # lambda_kl 0 leaves L_kl out (earlier versions said use_kl=False, as the recorded runs' JSON does)
+    "gates_only": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0, lambda_kl=0.0), options=dict(use_mi=False, use_sparsity=False)),
+    "ls": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0, lambda_kl=0.0), options=dict(use_mi=False)),
     "ls_kl": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options=dict(use_mi=False)),
-    "ls_mi": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options=dict(use_kl=False)),
+    "ls_mi": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0, lambda_kl=0.0), options={}),
     "all": dict(config=dict(sparsity_ratio=0.5, lambda_sparsity=8.0), options={}),
 }
 

@@ -23,7 +23,7 @@ class Teacher:
         temperature: T.
         compile: run the teacher's forward pass through ``torch.compile`` (inference only). Set it when
             the student is compiled: an eager teacher beside a compiled student costs more than its own
-            forward pass, the two thread pools taking turns (``benchmarks/distill_overhead.py``).
+            forward pass, the two thread pools taking turns (``benchmarks/overhead/distill_overhead.py``).
     """
 
     def __init__(self, network: nn.Module, weight: float = 1.0, temperature: float = 4.0, compile: bool = False):
