@@ -216,15 +216,14 @@ def test_depthwise_convs_are_not_gateable():
     assert all(isinstance(unit.activation, nn.ReLU6) for unit in units)
 
 
-def test_grouped_conv_and_conv_without_batchnorm_are_not_gateable():
+def test_grouped_conv_is_not_gateable_and_conv_without_batchnorm_is():
     model = toy_models.grouped_conv_model()
     stem, grouped, plain = find_units(model)
     assert (stem.name, grouped.name, plain.name) == ("stem", "grouped", "plain")
     assert stem.gateable and stem.consumers == ["grouped"]
     assert not grouped.gateable and grouped.reason_not_gateable == "grouped convolution (groups=4)"
     assert (grouped.in_channels, grouped.out_channels, grouped.output_size) == (8, 16, (16, 16))
-    assert not plain.gateable
-    assert plain.reason_not_gateable == "no BatchNorm2d directly after the convolution"
+    assert plain.gateable and plain.reason_not_gateable is None  # the gate multiplies the conv output itself
     # An activation right after a conv without BatchNorm is still paired.
     assert plain.bn is None and plain.activation is model.plain_relu and plain.output_module is model.plain_relu
 
@@ -242,7 +241,7 @@ def test_conv_output_read_twice_is_not_paired_with_its_batchnorm():
             return self.after(self.bn(y) + y)
 
     first, second = find_units(TwoReaders())
-    assert first.bn is None and not first.gateable
+    assert first.bn is None and first.gateable  # gated on its conv output, which both readers then see
     assert first.consumers == ["after"]
 
 
@@ -281,7 +280,7 @@ def test_control_flow_falls_back_to_hooks_with_a_warning():
     assert stem.consumers == ["branch_a", "head"]  # directly and through the residual sum
     assert branch_a.consumers == ["head"]
     assert branch_a.consumer_channels == {"head": (0, 8)}
-    assert not head.gateable and head.activation is None and head.output_size == (32, 32)
+    assert head.gateable and head.bn is None and head.activation is None and head.output_size == (32, 32)
 
     with pytest.raises(UserInputError, match="method='hooks'"):
         find_units(model, method="fx")

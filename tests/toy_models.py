@@ -276,7 +276,7 @@ class GroupedConvModel(nn.Module):
         self.grouped = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=4, bias=False)
         self.grouped_bn = nn.BatchNorm2d(16)
         self.grouped_relu = nn.ReLU()
-        self.plain = nn.Conv2d(16, 12, 1)  # no BatchNorm: not gateable
+        self.plain = nn.Conv2d(16, 12, 1)  # no BatchNorm: gated on its conv output
         self.plain_relu = nn.LeakyReLU(0.1)
         self.fc = nn.Linear(12, num_classes)
 
@@ -288,7 +288,7 @@ class GroupedConvModel(nn.Module):
 
 
 def grouped_conv_model(num_classes: int = 10) -> nn.Module:
-    """Three convs: ``stem`` (gateable), ``grouped`` (groups=4) and ``plain`` (no BatchNorm)."""
+    """Three convs: ``stem`` (gateable), ``grouped`` (groups=4, not gateable) and ``plain`` (no BatchNorm)."""
     return GroupedConvModel(num_classes)
 
 

@@ -137,8 +137,6 @@ def _units_from_dataflow(dataflow: Dataflow) -> list[Unit]:
         if conv.groups > 1:
             kind = "depthwise" if conv.groups == conv.in_channels == conv.out_channels else "grouped"
             reasons.append(f"{kind} convolution (groups={conv.groups})")
-        if bn is None:
-            reasons.append("no BatchNorm2d directly after the convolution")
 
         shape = shapes.get(output)
         units.append(

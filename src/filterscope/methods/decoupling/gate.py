@@ -106,9 +106,14 @@ class GatedConv(nn.Module):
     """A conv whose gate is computed from the conv's input before the conv runs."""
 
     def __init__(self, conv: nn.Conv2d, controller: ControllingModule, slot: GateSlot, noise_std: float = 1.0,
-                 hard_fraction: float = 0.5, detach_input: bool = False):
+                 hard_fraction: float = 0.5, detach_input: bool = False, gate_output: bool = False,
+                 activation: nn.Module | None = None):
         super().__init__()
         self.conv = conv
+        # A unit without BatchNorm has no GatedOutput: the conv output itself (bias included) is
+        # multiplied by z here, exactly Y ⊙ z of the paper.
+        self.gate_output = gate_output
+        object.__setattr__(self, "_response_activation", response_activation_of(activation))
         self.controller = controller
         self.slot = slot
         # Gates follow this flag, not ``self.training``, so BatchNorm statistics can be
@@ -126,12 +131,21 @@ class GatedConv(nn.Module):
             gate_logits = self.controller.evaluation_logits(unit_input)
             self.slot.gate_logits = gate_logits
             self.slot.gates = (gate_logits > 0).to(gate_logits.dtype)
-            return self.conv(unit_input)
+            return self._output(unit_input)
         gate_logits = self.controller(unit_input.detach() if self.detach_input else unit_input)
         self.slot.gate_logits = gate_logits
         self.slot.gates = semhash(gate_logits, training=self.training and self.noisy_gates, noise_std=self.noise_std,
                                   hard_fraction=self.hard_fraction)
-        return self.conv(unit_input)
+        return self._output(unit_input)
+
+    def _output(self, unit_input: torch.Tensor) -> torch.Tensor:
+        output = self.conv(unit_input)
+        if not self.gate_output:
+            return output
+        if self.training and self.slot.record_response:
+            with torch.no_grad():
+                self.slot.response = self._response_activation(output).mean(dim=(2, 3))
+        return output * self.slot.gates[:, :, None, None]
 
 
 class GatedOutput(nn.Module):
@@ -142,10 +156,7 @@ class GatedOutput(nn.Module):
         self.batchnorm = batchnorm
         # The activation is only used to measure the response y = GAP(act(BN(conv X))); it is not
         # registered as a submodule so the model's own activation keeps its place in the graph.
-        response_activation = copy.copy(activation) if activation is not None else nn.ReLU()
-        if hasattr(response_activation, "inplace"):
-            response_activation.inplace = False  # never overwrite the BN output it measures
-        object.__setattr__(self, "_response_activation", response_activation)
+        object.__setattr__(self, "_response_activation", response_activation_of(activation))
         self.slot = slot
 
     def forward(self, conv_output: torch.Tensor) -> torch.Tensor:
@@ -164,6 +175,14 @@ class GatedOutput(nn.Module):
             with torch.no_grad():
                 self.slot.response = self._response_activation(normalised).mean(dim=(2, 3))
         return normalised * gates[:, :, None, None]
+
+
+def response_activation_of(activation: nn.Module | None) -> nn.Module:
+    """A copy of the unit's activation (ReLU when it has none) that never works in place, to measure y."""
+    response_activation = copy.copy(activation) if activation is not None else nn.ReLU()
+    if hasattr(response_activation, "inplace"):
+        response_activation.inplace = False  # never overwrite the output it measures
+    return response_activation
 
 
 def _is_frozen_batchnorm2d(module: nn.Module) -> bool:

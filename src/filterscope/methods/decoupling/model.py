@@ -136,24 +136,35 @@ def _channel_values(values) -> tuple[float, ...] | None:
 
 def gate_unit(network: nn.Module, unit: Unit, config: DecoupleConfig) -> GateSlot:
     """Replace ``unit``'s conv by a :class:`GatedConv` and its BatchNorm by a :class:`GatedOutput`
-    in ``network`` (in place); the slot the two share."""
+    in ``network`` (in place); the slot the two share. A unit without BatchNorm gets only the
+    :class:`GatedConv`, which multiplies the conv output by the gates itself."""
     slot = GateSlot()
     controller = ControllingModule(unit.in_channels, unit.out_channels, config.reduction, config.gate_bias_init,
                                    config.standardize_gate_input)
     if config.gate_bias_order == "bn_scale":
-        controller.expand.bias.data.copy_(bias_by_importance(unit.bn, config.gate_bias_init))
+        controller.expand.bias.data.copy_(bias_by_importance(unit.bn if unit.bn is not None else unit.conv,
+                                                             config.gate_bias_init))
     controller.to(unit.conv.weight.device)
     _set_submodule(network, unit.name, GatedConv(unit.conv, controller, slot, config.gate_noise_std,
-                                                 config.semhash_hard_fraction, config.detach_gate_input))
-    _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
+                                                 config.semhash_hard_fraction, config.detach_gate_input,
+                                                 gate_output=unit.bn is None, activation=unit.activation))
+    if unit.bn is not None:
+        _set_submodule(network, unit.bn_name, GatedOutput(unit.bn, unit.activation, slot))
     return slot
 
 
 def bias_by_importance(batchnorm: nn.Module, bias_init: float) -> torch.Tensor:
-    """Starting gate logits in [¼, 1]·bias_init, rising with the rank of |γ| of ``batchnorm``."""
-    if getattr(batchnorm, "weight", None) is None:  # no affine scale: no ranking to follow
+    """Starting gate logits in [¼, 1]·bias_init, rising with the rank of |γ| of ``batchnorm``.
+
+    For a unit without BatchNorm, ``batchnorm`` is its conv and the filters are ranked by the ℓ1 norm
+    of their weights (the usual magnitude importance), as no γ exists.
+    """
+    if isinstance(batchnorm, nn.Conv2d):
+        scale = batchnorm.weight.detach().abs().float().sum(dim=(1, 2, 3)).cpu()
+    elif getattr(batchnorm, "weight", None) is None:  # no affine scale: no ranking to follow
         return torch.full((batchnorm.num_features,), float(bias_init))
-    scale = batchnorm.weight.detach().abs().float().cpu()
+    else:
+        scale = batchnorm.weight.detach().abs().float().cpu()
     rank = torch.empty_like(scale)
     rank[scale.argsort(stable=True)] = torch.arange(len(scale), dtype=scale.dtype)
     return bias_init * (0.25 + 0.75 * rank / max(len(scale) - 1, 1))
