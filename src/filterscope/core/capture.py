@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import UserInputError
+from .hooks import Hooks
 from .units import Unit
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "run_capture",
     "accumulate_by_class",
     "channel_statistics",
+    "check_device",
+    "register_unit_hooks",
 ]
 
 #: Per-channel statistics of an activation map, over its spatial positions.
@@ -114,14 +117,18 @@ def _check_arguments(model: nn.Module, units: Sequence[Unit], stats: Iterable[st
     return stats
 
 
-def _register_unit_hooks(
-    units: Sequence[Unit], where: str, on_activation: Callable[[Unit, torch.Tensor], None]
+def register_unit_hooks(
+    units: Sequence[Unit], where: str, on_activation: Callable[[Unit, torch.Tensor], None], hooks: Hooks | None = None
 ) -> list[torch.utils.hooks.RemovableHandle]:
     """Call ``on_activation(unit, tensor)`` with each unit's chosen output during forward passes.
 
-    Returns the hook handles; the caller removes them (in ``finally``).
+    Returns the hook handles; the caller removes them (in ``finally``), or, when ``hooks`` is
+    given, they are registered through it and removed with it.
     """
     handles = []
+
+    def register(module: nn.Module, hook: Callable) -> None:
+        handles.append(hooks.forward(module, hook) if hooks is not None else module.register_forward_hook(hook))
     # For "post" with an activation module: the unit's BatchNorm (or conv) output, held by a
     # weak reference so that no activation map is kept, waiting for the activation call that
     # reads exactly that tensor.
@@ -155,15 +162,15 @@ def _register_unit_hooks(
     for unit in units:
         pre_activation = unit.bn if unit.bn is not None else unit.conv
         if where == "conv":
-            handles.append(unit.conv.register_forward_hook(report_output(unit)))
+            register(unit.conv, report_output(unit))
         elif where == "bn" or unit.activation is None:
-            handles.append(pre_activation.register_forward_hook(report_output(unit)))
+            register(pre_activation, report_output(unit))
         else:
-            handles.append(pre_activation.register_forward_hook(remember_output(unit)))
+            register(pre_activation, remember_output(unit))
             units_by_activation[id(unit.activation)].append(unit)
             activation_modules[id(unit.activation)] = unit.activation
     for module_id, module in activation_modules.items():
-        handles.append(module.register_forward_hook(match_activation(module_id)))
+        register(module, match_activation(module_id))
     return handles
 
 
@@ -339,7 +346,7 @@ def _capture(
     try:
         handles.append(model.register_forward_pre_hook(lambda module, inputs: recorder._begin_batch()))
         handles.append(model.register_forward_hook(lambda module, inputs, output: recorder._end_batch()))
-        handles += _register_unit_hooks(units, where, recorder._record)
+        handles += register_unit_hooks(units, where, recorder._record)
         yield recorder
     finally:
         _remove(handles)
@@ -375,7 +382,7 @@ class CaptureResult:
         return int(self.labels.shape[0])
 
 
-def _check_device(model: nn.Module, device: str | torch.device) -> torch.device:
+def check_device(model: nn.Module, device: str | torch.device) -> torch.device:
     device = torch.device(device)
     for tensor in [*model.parameters(), *model.buffers()]:
         if tensor.device.type != device.type or (
@@ -445,7 +452,7 @@ def run_capture(
         UserInputError: Bad arguments, a model not on ``device``, a loader that does not
             yield pairs, or a model whose output is not class scores.
     """
-    device = _check_device(model, device)
+    device = check_device(model, device)
     labels, predictions = [], []
     with _capture(model, units, stats, where=where, num_samples=None, initial_rows=_loader_length(loader)) as recorder:
         with torch.no_grad():
@@ -535,11 +542,11 @@ def accumulate_by_class(
     (stat,) = _check_arguments(model, units, (stat,), where)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserInputError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    device = _check_device(model, device)
+    device = check_device(model, device)
     accumulator = _ClassAccumulator(units, num_classes, stat, device)
     handles = []
     try:
-        handles += _register_unit_hooks(units, where, accumulator.add)
+        handles += register_unit_hooks(units, where, accumulator.add)
         with torch.no_grad():
             for batch in tqdm(loader, desc="accumulate", disable=not progress, leave=False):
                 images, labels = _split_batch(batch)
