@@ -18,7 +18,7 @@ from filterscope.methods.influence.decomposed import (
     evaluate_decomposition,
     retrain_head,
 )
-from filterscope.methods.influence.influence import (
+from filterscope.methods.influence import (
     CRITERIA,
     InfluenceAccumulator,
     InfluenceConfig,

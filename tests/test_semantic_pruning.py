@@ -12,7 +12,7 @@ from torch import nn
 from conftest import CIFAR_ZIP, RESNET20, require_shared
 from filterscope import find_units
 from filterscope.methods.semantic_pruning.export import compare_costs, export_pruned
-from filterscope.methods.semantic_pruning.semantic_pruning import (
+from filterscope.methods.semantic_pruning import (
     AccumulatedResponse,
     PruningMask,
     accumulate_responses,
@@ -413,7 +413,7 @@ def test_resnet20_full_network_reproduces_the_jpeg_accuracy(capsys):
 
 
 def test_sweep_reads_theta_zero_from_one_full_network_pass():
-    from filterscope.methods.semantic_pruning.semantic_pruning import SemanticPruningConfig, sweep
+    from filterscope.methods.semantic_pruning import SemanticPruningConfig, sweep
 
     model = _eval_model(TOY_MODELS["resnet18_like"])
     units = find_units(model, (3, 32, 32))

@@ -4,12 +4,11 @@ The public API is listed in ``__all__``; the command-line tool ``filterscope`` i
 over the same names.
 """
 
-from .methods.influence.decomposed import DecomposedLinear, decompose
-from .methods.influence.influence import InfluenceConfig, find_influential_features
+from .methods.influence import DecomposedLinear, InfluenceConfig, decompose, find_influential_features
 from .pipelines.paths import record_checkpoint_paths
 from .methods.decoupling.paths import PathRecord, collect_paths
 from .methods.semantic_pruning.export import export_pruned
-from .methods.semantic_pruning.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
+from .methods.semantic_pruning import SemanticPruningConfig, accumulate_responses, evaluate_masks, select_pruned
 from .core.capture import accumulate_by_class, capture, run_capture
 from .data import DATASETS, load_dataset, register_dataset
 from .methods.decoupling import DecoupleConfig, DecoupledModel, decouple, load_decoupled, save_decoupled

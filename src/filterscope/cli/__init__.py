@@ -284,7 +284,7 @@ def _run_models(args) -> int:
 
 
 def _add_influence_parser(verbs) -> None:
-    from ..methods.influence.influence import CRITERIA, LABEL_SOURCES
+    from ..methods.influence import CRITERIA, LABEL_SOURCES
 
     parser = verbs.add_parser(
         "influence", help="class-specific influential features (Algorithm 1) and the decomposed final layer"
@@ -301,7 +301,8 @@ def _add_influence_parser(verbs) -> None:
 def _run_influence(args) -> int:
     import torch
 
-    from ..methods.influence.influence import InfluenceConfig, analyze_checkpoint
+    from ..methods.influence import InfluenceConfig
+    from ..pipelines.influence import analyze_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -328,7 +329,7 @@ def _run_influence(args) -> int:
 
 
 def _add_semantic_prune_parser(verbs) -> None:
-    from ..methods.semantic_pruning.semantic_pruning import DEFAULT_RATIOS, MODES
+    from ..methods.semantic_pruning import DEFAULT_RATIOS, MODES
     from ..core.capture import WHERE
 
     parser = verbs.add_parser(
@@ -348,7 +349,8 @@ def _add_semantic_prune_parser(verbs) -> None:
 def _run_semantic_prune(args) -> int:
     import torch
 
-    from ..methods.semantic_pruning.semantic_pruning import SemanticPruningConfig, analyze_checkpoint
+    from ..methods.semantic_pruning import SemanticPruningConfig
+    from ..pipelines.semantic_pruning import analyze_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)

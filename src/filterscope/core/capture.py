@@ -325,25 +325,3 @@ def run_capture(
         stats=recorder.stats,
         where=where,
     )
-
-
-
-# --------------------------------------------------------------------------------------
-# Transitional: the old private names that methods/ still imports from here. Remove them once
-# methods/ uses register_unit_hooks (with a Hooks) and check_model_device.
-# --------------------------------------------------------------------------------------
-
-
-def _register_unit_hooks(units: Sequence[Unit], where: str, on_activation: Any) -> list[Hooks]:
-    hooks = Hooks()
-    register_unit_hooks(hooks, units, where, on_activation)
-    return [hooks]  # a list of removables, as before: Hooks has remove() like a handle
-
-
-def _remove(handles: list) -> None:
-    for handle in handles:
-        handle.remove()
-    handles.clear()
-
-
-_check_device = check_model_device

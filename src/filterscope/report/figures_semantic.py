@@ -1,7 +1,7 @@
 """Figures of semantic pruning, drawn from its results (never recomputed here).
 
 Every function takes evaluation rows as dicts (``MaskEvaluation.to_dict()`` or rows read back
-from JSON) or :class:`~filterscope.methods.semantic_pruning.semantic_pruning.MaskEvaluation` objects.
+from JSON) or :class:`~filterscope.methods.semantic_pruning.evaluation.MaskEvaluation` objects.
 
 * :func:`plot_class_curves`: per class, recall, precision, AUC and overall accuracy of the
   network pruned for it vs θ, both modes (the paper's Fig. 5 plus what it leaves out).

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...core.errors import UserInputError
+from .criteria import select_top
 
 __all__ = ["CSGConfig", "CSGResult", "ClassSpecificGates", "csg_index_sets", "csg_sets_above", "train_csg"]
 
@@ -226,8 +227,6 @@ def csg_index_sets(gates: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
     Returns:
         int64 ``(classes, k)``.
     """
-    from .influence import select_top
-
     gates = gates.detach().cpu().numpy() if isinstance(gates, torch.Tensor) else np.asarray(gates)
     if not 1 <= k <= gates.shape[1]:
         raise UserInputError(f"k={k} is outside [1, {gates.shape[1]}]; pass k between 1 and {gates.shape[1]}.")

@@ -22,7 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...core.batches import split_batch
 from ...core.errors import UserInputError
+from ...core.hooks import Hooks
+from .final_layer import find_final_linear
+from .passes import class_scores, first_and_every_batch
 
 __all__ = [
     "DecomposedLinear",
@@ -135,7 +139,7 @@ def decompose(model: nn.Module, indices: Any, *, input_size: Sequence[int] = (3,
     """A copy of ``model`` whose final linear layer is a :class:`DecomposedLinear` over ``indices``.
 
     The final layer is the last layer with parameters that runs in forward (found with hooks,
-    see :func:`filterscope.methods.influence.influence.find_final_linear`). The caller's model is not changed.
+    see :func:`filterscope.methods.influence.final_layer.find_final_linear`). The caller's model is not changed.
 
     Args:
         model: A classifier ending in an ``nn.Linear`` layer.
@@ -149,8 +153,6 @@ def decompose(model: nn.Module, indices: Any, *, input_size: Sequence[int] = (3,
     Raises:
         UserInputError: The model's last layer is not linear, or bad index sets.
     """
-    from .influence import find_final_linear
-
     final = find_final_linear(model, example_input if example_input is not None else input_size)
     layer = DecomposedLinear.from_linear(final.module, indices)
     copied = copy.deepcopy(model)
@@ -202,7 +204,7 @@ def evaluate_decomposition(
 ) -> DecompositionResult:
     """Accuracy of the full model and of its decomposition over ``indices``, in one pass.
 
-    A forward pre-hook on the final linear layer (removed in ``finally``) hands its input to a
+    A forward pre-hook on the final linear layer (removed when the pass ends) hands its input to a
     :class:`DecomposedLinear`; the model itself is not changed nor switched to eval mode
     (call ``model.eval()`` first).
 
@@ -216,13 +218,7 @@ def evaluate_decomposition(
     Returns:
         The :class:`DecompositionResult`.
     """
-    from ...core.batches import split_batch
-    from .influence import _chain, _scores, find_final_linear
-
-    batches = iter(tqdm(loader, desc="decomposed eval", disable=not progress, leave=False))
-    first = next(batches, None)
-    if first is None:
-        raise UserInputError("the loader yielded no batches; pass a data split with images.")
+    first, batches = first_and_every_batch(loader, "decomposed eval", progress)
     final = find_final_linear(model, split_batch(first)[0][:1].to(device))
     layer = DecomposedLinear.from_linear(final.module, indices)
     num_classes = final.out_features
@@ -230,21 +226,16 @@ def evaluate_decomposition(
     correct_full = np.zeros(num_classes)
     correct_decomposed = np.zeros(num_classes)
     counts = np.zeros(num_classes)
-    handle = None
-    try:
-        handle = final.module.register_forward_pre_hook(lambda module, inputs: slot.__setitem__("features", inputs[0]))
-        with torch.no_grad():
-            for batch in _chain(first, batches):
-                images, labels = split_batch(batch)
-                labels = labels.reshape(-1).cpu()
-                full = _scores(model(images.to(device))).argmax(1).cpu()
-                decomposed = layer(slot.pop("features")).argmax(1).cpu()
-                counts += np.bincount(labels.numpy(), minlength=num_classes)
-                correct_full += np.bincount(labels[full == labels].numpy(), minlength=num_classes)
-                correct_decomposed += np.bincount(labels[decomposed == labels].numpy(), minlength=num_classes)
-    finally:
-        if handle is not None:
-            handle.remove()
+    with Hooks() as hooks, torch.no_grad():
+        hooks.forward_pre(final.module, lambda module, inputs: slot.__setitem__("features", inputs[0]))
+        for batch in batches:
+            images, labels = split_batch(batch)
+            labels = labels.reshape(-1).cpu()
+            full = class_scores(model(images.to(device))).argmax(1).cpu()
+            decomposed = layer(slot.pop("features")).argmax(1).cpu()
+            counts += np.bincount(labels.numpy(), minlength=num_classes)
+            correct_full += np.bincount(labels[full == labels].numpy(), minlength=num_classes)
+            correct_decomposed += np.bincount(labels[decomposed == labels].numpy(), minlength=num_classes)
     total = max(counts.sum(), 1)
     accuracy_full, accuracy_decomposed = correct_full.sum() / total, correct_decomposed.sum() / total
     return DecompositionResult(

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .semantic_pruning import PruningMask, mask_hooks
+from .masks import mask_hooks
+from .selection import PruningMask
 from ...core.flops import count_flops_reference
 from ...core.errors import UserInputError
 from ...core.units import Unit, find_units, probe_input, probe_mode
@@ -135,7 +136,7 @@ def export_pruned(
 
     Args:
         model: The trained model (not changed).
-        mask: From :func:`filterscope.methods.semantic_pruning.semantic_pruning.select_pruned` on this model.
+        mask: From :func:`filterscope.methods.semantic_pruning.selection.select_pruned` on this model.
         input_size: ``(channels, height, width)`` of one input.
         check: Verify on a probe input that the exported model gives the masked model's outputs.
 
