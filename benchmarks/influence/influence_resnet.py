@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, shared by every study
 from common import CHECKPOINTS, WEIGHTS, results_dir, write_results
 
-from filterscope.methods.influence.influence import find_final_linear
+from filterscope.methods.influence import find_final_linear
 from filterscope.data import load_dataset
 from filterscope.models import create_model, model_spec
 from filterscope.core.locations import shared_dir
@@ -123,7 +123,7 @@ def main() -> None:
 
 def stage_speed(args) -> None:
     """Algorithm 1 over the 50,000 training images vs one plain inference pass: same loader, same threads, ABBA order."""
-    from filterscope.methods.influence.influence import InfluenceConfig, find_influential_features
+    from filterscope.methods.influence import InfluenceConfig, find_influential_features
 
     data, weights = paths(Path(args.shared))
     model = load_model("resnet20", weights["resnet20"])
@@ -166,7 +166,7 @@ def stage_speed(args) -> None:
         "limit": 1.1, "within_limit": ratio <= 1.1,
         "indices_from_api_pass": influence.indices_by_class(),
         "train_accuracy_from_api_pass": influence.statistics.accuracy,
-        "note": "Algorithm 1 = filterscope.methods.influence.influence.find_influential_features (hook, sort, bincount, "
+        "note": "Algorithm 1 = filterscope.methods.influence.find_influential_features (hook, sort, bincount, "
                 "selection) over the same DataLoader; the machine runs another training job at the same time, so "
                 "the passes are interleaved (ABBA) to share its noise.",
     }
@@ -188,7 +188,7 @@ def accuracy(head: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor
 
 
 def statistics_for(features: torch.Tensor, labels: torch.Tensor, k1: int, chunk: int = 4096):
-    from filterscope.methods.influence.influence import InfluenceAccumulator
+    from filterscope.methods.influence import InfluenceAccumulator
 
     accumulator = InfluenceAccumulator(10, features.shape[1], k1)
     for start in range(0, features.shape[0], chunk):
@@ -199,7 +199,7 @@ def statistics_for(features: torch.Tensor, labels: torch.Tensor, k1: int, chunk:
 def analyze_model(name: str, weights: Path, data: Path, grid: list[int], figures: bool) -> dict:
     from filterscope.methods.influence.csg import CSGConfig, csg_index_sets, csg_sets_above, train_csg
     from filterscope.methods.influence.decomposed import DecomposedLinear, retrain_head
-    from filterscope.methods.influence.influence import criterion_scores, jaccard_overlap, mutual_information, noise_ablation, select_top
+    from filterscope.methods.influence import criterion_scores, jaccard_overlap, mutual_information, noise_ablation, select_top
 
     model = load_model(name, weights)
     head = find_final_linear(model, (3, 32, 32)).module
@@ -322,7 +322,7 @@ def draw_figures(name, model, data, grid, r_grid, contribution_by_k, statistics,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from filterscope.methods.influence.influence import feature_maps, jaccard_overlap, select_top
+    from filterscope.methods.influence import feature_maps, jaccard_overlap, select_top
     from filterscope.report import figures_influence as figures
 
     classes = load_dataset(str(data), "test").classes
@@ -439,7 +439,7 @@ def summary_table(results: dict) -> str:
 def stage_retrain(args) -> None:
     """Whole-network retraining of the decomposed ResNet-20 (index sets fixed) and of the dense model, same schedule."""
     from filterscope.methods.influence.decomposed import DecomposedLinear, decompose
-    from filterscope.methods.influence.influence import criterion_scores, select_top
+    from filterscope.methods.influence import criterion_scores, select_top
     from filterscope.analyses.evaluate import evaluate
     from filterscope.training.train import TrainConfig, train
 

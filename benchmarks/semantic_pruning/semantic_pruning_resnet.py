@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: com
 from common import CHECKPOINTS, WEIGHTS, results_dir, write_results
 
 from filterscope import find_units
-from filterscope.methods.semantic_pruning.semantic_pruning import (
+from filterscope.methods.semantic_pruning import (
     DEFAULT_RATIOS,
     AccumulatedResponse,
     accumulate_responses,
@@ -305,7 +305,7 @@ def stage_export(args) -> None:
 
 
 def model_predictions_masked(model, units, mask, images):
-    from filterscope.methods.semantic_pruning.semantic_pruning import mask_hooks
+    from filterscope.methods.semantic_pruning import mask_hooks
 
     keep = {name: torch.tensor(~pruned, dtype=torch.float32) for name, pruned in mask.pruned.items()}
     with torch.no_grad(), mask_hooks(units, keep):
@@ -353,7 +353,7 @@ def stage_report(args) -> None:
         confusion = np.asarray(reference["confusion"])
         with np.load(reference["logits_path"]) as cached:
             logits, labels = cached["logits"], cached["labels"]
-        from filterscope.methods.semantic_pruning.semantic_pruning import binary_auc
+        from filterscope.methods.semantic_pruning import binary_auc
 
         rows = list(stored["rows"])
         settings = sorted({row["setting"] for row in rows} | {0.0})

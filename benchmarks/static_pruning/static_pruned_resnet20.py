@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: com
 from common import CHECKPOINTS, WEIGHTS, record_process, results_dir, write_results
 
 from filterscope.methods.semantic_pruning.export import export_pruned
-from filterscope.methods.semantic_pruning.semantic_pruning import PruningMask
+from filterscope.methods.semantic_pruning import PruningMask
 from filterscope.methods.distillation import DistillationObjective, Teacher
 from filterscope.core.flops import count_costs
 from filterscope.analyses.evaluate import evaluate_checkpoint
