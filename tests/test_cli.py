@@ -257,17 +257,17 @@ def test_plugin_registers_a_model_for_train_decouple_and_paths(plugin_file, tmp_
     code, out, _ = run_cli("--plugin", plugin_file, "models", capsys=capsys)
     assert code == 0 and "plugin_digits_net" in out and "a user's own CNN" in out
     # the flag may also stand after the verb; loading the same file twice registers once
-    common = ["--data", "digits", "--batch-size", "64", "--threads", "1", "--no-progress"]
+    common = ["--data", "digits", "--batch-size", "64", "--threads", "1", "--quiet"]
     code, _, err = run_cli("train", "--model", "plugin_digits_net", "--epochs", "3", "--lr", "0.05", *common,
                            "--run-dir", tmp_path / "dense", "--plugin", plugin_file, capsys=capsys)
     assert code == 0, err
     code, out, err = run_cli("--plugin", plugin_file, "decouple", "--model", "plugin_digits_net", "--weights",
                              tmp_path / "dense" / "checkpoints" / "last.pt", "--epochs", "2", "--lr", "0.02",
-                             "--sparsity-ratio", "0.5", "--recalibrate-bn-images", "500", *common,
+                             "--sparsity-ratio", "0.5", "--set", "recalibrate_bn_images=500", *common,
                              "--run-dir", tmp_path / "decoupled", capsys=capsys)
     assert code == 0, err
     decoupled = json.loads(out.strip().splitlines()[-1])
-    code, out, err = run_cli("--plugin", plugin_file, "paths", tmp_path / "decoupled", "--data", "digits", "--json",
+    code, out, err = run_cli("--plugin", plugin_file, "paths", tmp_path / "decoupled", "--data", "digits", "--json", "--overwrite",
                              capsys=capsys)
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["accuracy"] == decoupled["accuracy"]

@@ -26,43 +26,12 @@ from ..methods.influence.measures import feature_maps, jaccard_overlap
 from ..report import figures_influence as figures
 from .per_class import PerClassSettings, PerClassWorkload, load_per_class_workload
 
-__all__ = ["analyze_checkpoint", "decomposition_summary", "run_influence", "write_influence_run"]
-
-
-def analyze_checkpoint(
-    model_name: str,
-    weights: str | None,
-    data: str,
-    config: InfluenceConfig | None = None,
-    *,
-    index_split: str = "train",
-    eval_split: str = "test",
-    val_fraction: float = 0.0,
-    batch_size: int = 256,
-    device: str = "cpu",
-    run_dir: str | None = None,
-    map_images: int = 2,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Index sets from ``index_split``, then full and decomposed accuracy on ``eval_split``.
-
-    Builds the registered model, loads ``weights``, finds the index sets with one pass over
-    ``index_split`` (no augmentation, evaluation mode) and evaluates the full and the decomposed
-    model in one pass over ``eval_split``. With ``run_dir``, writes ``metrics.json["influence"]``,
-    ``arrays/influence_indices.npz`` and ``figures/influence_*.png``.
-
-    Returns:
-        ``{"indices": {class: [features]}, "accuracy_full", "accuracy_decomposed",
-        "relative_accuracy", "flops_final_full", "flops_final_decomposed", ...}``.
-    """
-    settings = PerClassSettings(model_name, weights, data, index_split, eval_split, val_fraction, batch_size, device,
-                                run_dir, progress)
-    return run_influence(settings, config, map_images=map_images)
+__all__ = ["decomposition_summary", "run_influence", "write_influence_run"]
 
 
 def run_influence(settings: PerClassSettings, config: InfluenceConfig | None = None, *,
                   map_images: int = 2) -> dict[str, Any]:
-    """:func:`analyze_checkpoint` on settings already gathered (``statistics_split`` is the index split).
+    """The analysis of one checkpoint (``statistics_split`` is the index split).
 
     Returns:
         The summary, as stored under ``metrics.json["influence"]``.

@@ -23,39 +23,11 @@ from ..methods.semantic_pruning.sweep import SemanticPruningConfig, sweep
 from ..report import figures_semantic as figures
 from .per_class import PerClassSettings, load_per_class_workload
 
-__all__ = ["analyze_checkpoint", "run_semantic_pruning", "summary_rows", "write_semantic_pruning_run"]
-
-
-def analyze_checkpoint(
-    model_name: str,
-    weights: str | None,
-    data: str,
-    config: SemanticPruningConfig | None = None,
-    *,
-    response_split: str = "train",
-    eval_split: str = "test",
-    val_fraction: float = 0.0,
-    batch_size: int = 256,
-    device: str = "cpu",
-    run_dir: str | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Accumulated responses on ``response_split``, then the sweep evaluated on ``eval_split``.
-
-    With ``run_dir``, writes ``metrics.json["semantic_pruning"]``,
-    ``arrays/semantic_response.npz`` and ``figures/semantic_*.png``.
-
-    Returns:
-        ``{"model", "data", "where", "classes", "results": [per class, mode and setting: fractions
-        DP and RP, recall, precision, AUC, accuracy, dead]}``.
-    """
-    settings = PerClassSettings(model_name, weights, data, response_split, eval_split, val_fraction, batch_size,
-                                device, run_dir, progress)
-    return run_semantic_pruning(settings, config)
+__all__ = ["run_semantic_pruning", "summary_rows", "write_semantic_pruning_run"]
 
 
 def run_semantic_pruning(settings: PerClassSettings, config: SemanticPruningConfig | None = None) -> dict[str, Any]:
-    """:func:`analyze_checkpoint` on settings already gathered (``statistics_split`` is the response split).
+    """The analysis of one checkpoint (``statistics_split`` is the response split).
 
     The evaluation loader's batches hold ``batch_size // masks_per_pass`` images, since each is
     repeated once per mask evaluated with it.

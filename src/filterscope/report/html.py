@@ -33,6 +33,8 @@ figcaption { font-size: .85em; color: #555; }
 def build_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` from the run's files and return its path."""
     run = Path(run_dir)
+    if run.is_file():
+        raise UserInputError(f"{str(run)!r} is a file; pass the folder a filterscope verb wrote (its --run-dir).")
     if not run.is_dir():
         raise UserInputError(f"run directory {str(run)!r} does not exist; pass the folder a filterscope verb wrote (its --run-dir).")
     configs = sorted(run.glob("*.yaml"))

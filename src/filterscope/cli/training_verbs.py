@@ -1,0 +1,197 @@
+"""The verbs that train and write a whole run directory: train, decouple, demo, and paths of a decoupled run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from ..core.errors import UserInputError
+from .arguments import DefaultsShown, add_data_arguments, add_execution_arguments, add_run_dir_arguments, finish, prepare
+
+
+def add_train_parser(verbs) -> None:
+    from ..core.config import add_dataclass_arguments
+    from ..training.train import TrainConfig
+
+    parser = verbs.add_parser("train", help="train or fine-tune a model; writes a run directory", formatter_class=DefaultsShown)
+    parser.add_argument("--config", help="YAML file of options (flags override it)")
+    add_dataclass_arguments(parser, TrainConfig)
+    add_run_dir_arguments(parser)
+    add_execution_arguments(parser, batch_size=None, json_output=False)
+
+
+def _start_run(args: argparse.Namespace, config) -> object:
+    """Check the run directory of a training config before any work (refusing to replace a run unless
+    --overwrite, which then clears it), apply --quiet, and return the config to run."""
+    namespace = argparse.Namespace(run_dir=config.run_dir, resume=config.resume, overwrite=args.overwrite,
+                                   threads=config.threads, batch_size=config.batch_size)
+    prepare(namespace)
+    if args.overwrite and Path(config.run_dir).is_dir():
+        shutil.rmtree(config.run_dir)  # asked for explicitly; checked above to be a folder
+    if args.quiet:
+        config = dataclasses.replace(config, progress=False)
+    return config
+
+
+def run_train(args) -> int:
+    from ..core import distributed
+    from ..core.config import read_yaml_config, resolve_config
+    from ..training.train import TrainConfig, train
+
+    config = _start_run(args, resolve_config(TrainConfig, args, read_yaml_config(args.config)))
+    result = train(config)
+    if distributed.is_main_process():
+        print(json.dumps({"run_dir": str(result.run_dir), "accuracy": result.final["accuracy"], "split": config.eval_split}))
+        finish(result.run_dir)
+    distributed.shutdown()
+    return 0
+
+
+# The options `filterscope decouple --help` lists; every other field of TrainConfig, DecoupleConfig and
+# DecouplingRunOptions is set with --set NAME=VALUE or in a --config file (docs/decoupling-options.md).
+DECOUPLE_FLAGS = (
+    "model", "data", "weights", "epochs", "batch_size", "lr", "device", "threads", "run_dir", "resume",
+    "preset", "lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio", "sparsity_form",
+    "teacher_weights", "flops_target",
+)
+
+
+def add_decouple_parser(verbs) -> None:
+    from ..core.config import add_dataclass_arguments
+    from ..methods.decoupling import DecoupleConfig
+    from ..pipelines.decoupling import DecouplingRunOptions
+    from ..pipelines.recipes import RECIPES
+    from ..training.train import TrainConfig
+
+    parser = verbs.add_parser(
+        "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop",
+        description="The main options are flags; every other option (see docs/decoupling-options.md) is set with "
+                    "--set NAME=VALUE or in a --config file.", formatter_class=DefaultsShown,
+    )
+    parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options, or the name of "
+                        f"a bundled recipe ({', '.join(RECIPES)}); --set and flags override it")
+    parser.add_argument("--set", dest="set_options", action="append", default=[], metavar="NAME=VALUE",
+                        help="any option of the config file, VALUE read as YAML (e.g. --set sparsity_on=evaluation "
+                             "--set 'include=[layer*.conv1]'); repeatable; flags override it")
+    for options in (TrainConfig, DecoupleConfig, DecouplingRunOptions):
+        add_dataclass_arguments(parser, options, skip=tuple(f.name for f in dataclasses.fields(options)
+                                                            if f.name not in DECOUPLE_FLAGS))
+    parser.add_argument("--include", dest="include", nargs="*", default=argparse.SUPPRESS, help="unit name patterns to gate")
+    parser.add_argument("--exclude", dest="exclude", nargs="*", default=argparse.SUPPRESS, help="unit name patterns not to gate")
+    add_run_dir_arguments(parser)
+    add_execution_arguments(parser, batch_size=None, json_output=False)
+
+
+def _decouple_file_values(args) -> dict:
+    """The --config file's values (flat, under today's option names) with the --set values over them."""
+    import yaml
+
+    from ..methods.decoupling.legacy import upgrade_settings
+    from ..pipelines.recipes import config_values
+
+    values = config_values(args.config)
+    for assignment in args.set_options:
+        name, equals, text = assignment.partition("=")
+        if not equals or not name.strip():
+            raise UserInputError(f"--set {assignment!r} is not NAME=VALUE; write e.g. --set sparsity_on=evaluation.")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserInputError(f"--set {assignment!r}: the value is not valid YAML; quote it, e.g. 'include=[a*]'.") from None
+        values.update(upgrade_settings({name.strip(): value}, source=f"--set {assignment}"))
+    return values
+
+
+def run_decouple(args) -> int:
+    from ..core import distributed
+    from ..core.config import resolve_configs
+    from ..methods.decoupling import DecoupleConfig
+    from ..pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from ..training.train import TrainConfig
+
+    train_config, decouple_config, options = resolve_configs(
+        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, _decouple_file_values(args)
+    )
+    train_config = _start_run(args, train_config)
+    summary = run_decoupling(train_config, decouple_config, options)
+    if distributed.is_main_process():
+        keys = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "energetic_fraction", "silent_fraction", "dynamic_fraction")
+        print(json.dumps({"run_dir": train_config.run_dir, **{k: summary[k] for k in keys}}))
+        finish(train_config.run_dir)
+    distributed.shutdown()
+    return 0
+
+
+def add_paths_parser(verbs) -> None:
+    parser = verbs.add_parser(
+        "paths", help="calculation paths and filter states of a decoupled model over a data split; written into its run directory",
+        formatter_class=DefaultsShown,
+    )
+    parser.add_argument("checkpoint", help="a `filterscope decouple` run directory or a decoupled checkpoint file")
+    add_data_arguments(parser)
+    add_run_dir_arguments(parser, help_text="where to write (default: the run directory of the checkpoint)")
+    parser.add_argument("--no-save-paths", dest="save_paths", action="store_false",
+                        help="write filter states and figures only, not the bit-packed paths")
+    add_execution_arguments(parser)
+
+
+def run_paths(args) -> int:
+    from ..pipelines.paths import checkpoint_of, default_run_dir, record_checkpoint_paths
+
+    checkpoint = checkpoint_of(args.checkpoint)
+    if not checkpoint.is_file():
+        raise UserInputError(f"checkpoint {str(checkpoint)!r} does not exist; give a decoupled checkpoint or its run directory.")
+    run_dir = args.run_dir if args.run_dir is not None else str(default_run_dir(checkpoint))
+    prepare(argparse.Namespace(**{**vars(args), "run_dir": run_dir}), analysis=f"paths_{args.split}")
+    summary = record_checkpoint_paths(
+        args.checkpoint, args.data, split=args.split, run_dir=run_dir, batch_size=args.batch_size,
+        device=args.device, val_fraction=args.val_fraction, save_paths=args.save_paths, progress=not args.quiet,
+    )
+    summary.pop("per_layer")
+    summary.pop("active_fraction_per_layer")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.split}: top-1 {summary['accuracy']:.4f} over {summary['num_samples']} images, "
+              f"{summary['mean_flops'] / 1e6:.2f} M FLOPs per image (reduction {summary['flops_reduction']:.2f}x), "
+              f"filters {summary['energetic_fraction']:.1%} energetic / {summary['silent_fraction']:.1%} silent / "
+              f"{summary['dynamic_fraction']:.1%} dynamic; written to {summary['run_dir']}")
+    finish(summary["run_dir"])
+    return 0
+
+
+def add_demo_parser(verbs) -> None:
+    parser = verbs.add_parser("demo", help="train the small CNN on the embedded digits, evaluate it and decouple it "
+                              "(about a minute); writes a run directory with report.html", formatter_class=DefaultsShown)
+    add_run_dir_arguments(parser, default="runs/demo")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of dense training")
+    parser.add_argument("--decouple-epochs", type=int, default=15, help="epochs of decoupling; 0 skips it")
+    parser.add_argument("--seed", type=int, default=0, help="data order and initialisation")
+    add_execution_arguments(parser, batch_size=None, json_output=False)
+
+
+def run_demo(args) -> int:
+    from ..pipelines.demo import run_demo as demo
+    from ..report.html import build_report
+
+    prepare(args)
+    if args.overwrite and Path(args.run_dir).is_dir():
+        shutil.rmtree(args.run_dir)
+    summary = demo(args.run_dir, epochs=args.epochs, decouple_epochs=args.decouple_epochs, seed=args.seed,
+                   progress=not args.quiet)
+    print(f"demo: digits_cnn on digits, test top-1 {summary['test_accuracy']:.4f} after {summary['epochs']} epochs")
+    print(f"      {summary['conv_units']} conv units, {summary['flops_per_image']:,} FLOPs per image, {summary['parameters']:,} parameters")
+    if "decouple" in summary:
+        d = summary["decouple"]
+        print(f"decoupled: top-1 {d['accuracy']:.4f}, {d['mean_flops']:,.0f} FLOPs per image ({d['flops_reduction']:.2f}x fewer), "
+              f"filters {100 * d['energetic_fraction']:.0f}% energetic / {100 * d['silent_fraction']:.0f}% silent / "
+              f"{100 * d['dynamic_fraction']:.0f}% dynamic")
+    print(f"      run directory: {summary['run_dir']}")
+    for folder in [summary["run_dir"]] + ([summary["decouple"]["run_dir"]] if "decouple" in summary else []):
+        print(f"      report: {build_report(folder)}")
+    sys.stdout.flush()
+    return 0
