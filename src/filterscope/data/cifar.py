@@ -61,31 +61,17 @@ class CifarFormat:
 
 
 CIFAR10 = CifarFormat(
-    name="cifar10",
-    archive="cifar-10-python.tar.gz",
-    folder="cifar-10-batches-py",
-    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    md5="c58f30108f718f92721af3b95e74349a",
-    train_files=re.compile(r"data_batch_\d+"),
-    train_description="data_batch_1 to data_batch_5",
-    test_file="test_batch",
-    meta_file="batches.meta",
-    labels_key=b"labels",
-    names_key=b"label_names",
+    name="cifar10", archive="cifar-10-python.tar.gz", folder="cifar-10-batches-py",
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a",
+    train_files=re.compile(r"data_batch_\d+"), train_description="data_batch_1 to data_batch_5",
+    test_file="test_batch", meta_file="batches.meta", labels_key=b"labels", names_key=b"label_names",
 )
 
 CIFAR100 = CifarFormat(
-    name="cifar100",
-    archive="cifar-100-python.tar.gz",
-    folder="cifar-100-python",
-    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    md5="eb9058c3a382ffc7106e4002c42a8d85",
-    train_files=re.compile(r"train"),
-    train_description="train",
-    test_file="test",
-    meta_file="meta",
-    labels_key=b"fine_labels",
-    names_key=b"fine_label_names",
+    name="cifar100", archive="cifar-100-python.tar.gz", folder="cifar-100-python",
+    url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85",
+    train_files=re.compile(r"train"), train_description="train",
+    test_file="test", meta_file="meta", labels_key=b"fine_labels", names_key=b"fine_label_names",
 )
 
 
