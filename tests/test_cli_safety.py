@@ -55,6 +55,8 @@ def _cases(tmp_path: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("eval missing --weights file", ["eval", *digits, "--weights", tmp_path / "missing.pt"], "does not exist"),
         ("influence k2 out of range", ["influence", *digits, "--k2", "0"], "k2"),
         ("report of a file", ["report", a_file], "is a file"),
+        ("semantic-prune unknown class", ["semantic-prune", *digits, "--classes", "kitten"], "unknown class 'kitten'"),
+        ("influence --at names no unit", ["influence", *digits, "--at", "conv9"], "is not a unit of digits_cnn"),
         ("paths of a missing checkpoint", ["paths", tmp_path / "nothing.pt", "--data", "digits"], "does not exist"),
     ]
 
@@ -93,6 +95,11 @@ def test_on_cifar_a_missing_checkpoint_fails_before_the_data_is_decoded(tmp_path
         code, _, err = run_cli(verb, "--model", "resnet20", "--weights", tmp_path / "missing.pt", "--data", CIFAR, capsys=capsys)
         assert_one_clear_error(code, err, "does not exist")
         assert time.perf_counter() - start < 2.0, verb
+    start = time.perf_counter()  # an unknown class: found from the zip's folder names, not after 50,000 images
+    code, _, err = run_cli("semantic-prune", "--model", "resnet20", "--weights", R20, "--data", CIFAR, "--classes", "kitten",
+                           capsys=capsys)
+    assert_one_clear_error(code, err, "unknown class 'kitten'")
+    assert time.perf_counter() - start < 2.0
 
 
 def test_version_and_the_units_table(capsys):

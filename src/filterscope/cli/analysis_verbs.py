@@ -115,6 +115,32 @@ def _per_class_settings(args):
                             args.batch_size, args.device, args.run_dir, not args.quiet)
 
 
+def _check_classes(args) -> None:
+    """Unknown --classes fail now, from the data set's class list, before any image is decoded."""
+    from ..data.loading import dataset_info
+    from ..methods.semantic_pruning.selection import resolve_class
+
+    if args.classes:
+        classes = dataset_info(args.data).classes
+        for value in args.classes:
+            resolve_class(value, classes, len(classes))
+
+
+def _check_unit(model_name: str, at: str) -> None:
+    """An --at that names no unit of the model fails now, before the data is loaded."""
+    from ..core.errors import UserInputError
+    from ..core.units import find_units
+    from ..methods.influence.final_layer import FINAL
+    from ..models import create_model, model_spec
+
+    if at == FINAL:
+        return
+    names = [unit.name for unit in find_units(create_model(model_name), model_spec(model_name).input_shape)]
+    if at not in names:
+        raise UserInputError(f"--at {at!r} is not a unit of {model_name}; pass 'final' or one of {', '.join(names[:6])}, ... "
+                             f"(filterscope units --model {model_name} lists them).")
+
+
 def add_influence_parser(verbs) -> None:
     from ..methods.influence import CRITERIA, LABEL_SOURCES
 
@@ -131,11 +157,13 @@ def add_influence_parser(verbs) -> None:
 
 def run_influence(args) -> int:
     from ..methods.influence import InfluenceConfig
-    from ..pipelines.influence import run_influence as influence
 
     config = InfluenceConfig(k1=args.k1, k2=args.k2, criterion=args.criterion, labels=args.labels, at=args.at)
     config.validate()
+    _check_unit(args.model, args.at)
     prepare(args, analysis="influence")
+    from ..pipelines.influence import run_influence as influence  # after the checks: it imports matplotlib
+
     summary = influence(_per_class_settings(args), config)
     write_verb_config(args)
     if args.json:
@@ -171,14 +199,16 @@ def add_semantic_prune_parser(verbs) -> None:
 
 def run_semantic_prune(args) -> int:
     from ..methods.semantic_pruning import SemanticPruningConfig
-    from ..pipelines.semantic_pruning import run_semantic_pruning
 
     config = SemanticPruningConfig(
         modes=tuple(args.mode), settings=tuple(args.ratios), classes=tuple(args.classes) if args.classes else None,
         where=args.where, exclude=tuple(args.exclude), masks_per_pass=args.masks_per_pass,
     )
     config.validate()
+    _check_classes(args)
     prepare(args, analysis="semantic_pruning")
+    from ..pipelines.semantic_pruning import run_semantic_pruning  # after the checks: it imports matplotlib
+
     summary = run_semantic_pruning(_per_class_settings(args), config)
     write_verb_config(args)
     if args.json:

@@ -99,7 +99,11 @@ def prepare(args: argparse.Namespace, *, analysis: str | None = None, run_dir_re
     from ..core.threads import use_threads
     from ..io.run_dir import check_run_dir
 
+    from ..models.checkpoint import read_checkpoint
+
     check_numbers(args)
+    if getattr(args, "weights", None):
+        read_checkpoint(args.weights)  # missing or unreadable: said now, before any data is decoded
     use_threads(getattr(args, "threads", None))
     run_dir = getattr(args, "run_dir", None)
     if run_dir is None and run_dir_required:
