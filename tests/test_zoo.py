@@ -204,3 +204,14 @@ if __name__ == "__main__":
 
     warnings.simplefilter("ignore")
     write_table(Path(__file__).resolve().parents[1] / "docs" / "zoo.md")
+
+
+def test_when_no_unit_can_be_gated_the_message_blames_the_units_and_says_what_to_gate():
+    import toy_models
+
+    with pytest.warns(UserWarning, match="cannot be gated"), pytest.raises(UserInputError) as error:
+        decouple(toy_models.mobilenet_like(), DecoupleConfig(include=["features.1.*", "features.3.*"]), num_classes=10)
+    assert "none of the 2 candidate conv units can be gated (depthwise convolution" in str(error.value)
+    assert "groups=1 only" in str(error.value)
+    with pytest.raises(UserInputError, match="no conv unit matched the include/exclude patterns"):
+        decouple(toy_models.mobilenet_like(), DecoupleConfig(include=["nothing*"]), num_classes=10)

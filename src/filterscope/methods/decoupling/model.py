@@ -184,7 +184,7 @@ def choose_units(units: list[Unit], config: DecoupleConfig) -> list[Unit]:
             f"the model has {len(units)} conv units; decoupling leaves the first and the last ungated, so it "
             "needs at least 3 (or set skip_first_and_last=False)."
         )
-    chosen = []
+    chosen, not_gateable = [], []
     for unit in candidates:
         if config.include and not any(fnmatch.fnmatch(unit.name, p) for p in config.include):
             continue
@@ -192,10 +192,19 @@ def choose_units(units: list[Unit], config: DecoupleConfig) -> list[Unit]:
             continue
         if not unit.gateable:
             warnings.warn(f"unit {unit.name!r} cannot be gated ({unit.reason_not_gateable}); it is left ungated", stacklevel=4)
+            not_gateable.append(unit)
             continue
         chosen.append(unit)
+    if not chosen and not_gateable:  # blame what stops them, and say what would make them gateable
+        reasons = sorted({unit.reason_not_gateable for unit in not_gateable})
+        raise UserInputError(
+            f"none of the {len(not_gateable)} candidate conv units can be gated ({'; '.join(reasons)}): filterscope gates "
+            "convolutions with groups=1 only; include their pointwise (1x1) or full neighbours instead (include "
+            "patterns; `filterscope units` marks which units are gateable)."
+        )
     if not chosen:
-        raise UserInputError("no conv unit was chosen for gating; check the include/exclude patterns.")
+        raise UserInputError(f"no conv unit matched the include/exclude patterns (include {list(config.include)}, "
+                             f"exclude {list(config.exclude)}); list the units with `filterscope units`.")
     return chosen
 
 
