@@ -205,13 +205,17 @@ def test_units_verb_lists_resnet20(capsys):
     assert costs["total_params"] == 269_722
 
 
-def test_a_bad_flag_value_is_one_sentence_naming_the_choices_and_exit_2(capsys):
+def test_a_bad_flag_value_is_one_sentence_naming_the_choices_and_exit_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as stopped:
-        main(["decouple", "--model", "digits_cnn", "--data", "digits", "--sparsity-form", "per-batch"])
+        main(["train", "--model", "digits_cnn", "--data", "digits", "--schedule", "per-batch"])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "usage:" not in error
-    assert "invalid choice: 'per-batch'" in error and "'network'" in error and "filterscope decouple --help" in error
+    assert "invalid choice: 'per-batch'" in error and "'cosine'" in error and "filterscope train --help" in error
+    # the same through --set, which decouple uses for its extensions
+    code, _, err = run_cli("decouple", "--model", "digits_cnn", "--data", "digits", "--set", "sparsity_form=per-batch",
+                           "--run-dir", tmp_path / "run", capsys=capsys)
+    assert_one_clear_error(code, err, "per-batch", "network")
 
 
 PLUGIN_SOURCE = '''

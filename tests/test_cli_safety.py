@@ -136,3 +136,19 @@ def write_table(path: Path) -> None:
 
 if __name__ == "__main__":
     write_table(Path(__file__).resolve().parents[1] / "docs" / "cli-errors.md")
+
+
+def test_log_writes_every_step_and_epoch_as_json_lines_and_epoch_lines_survive_no_progress(tmp_path, capsys):
+    import json
+
+    code, _, err = run_cli("train", "--model", "digits_cnn", "--data", "digits", "--epochs", "2", "--batch-size", "256",
+                           "--threads", "1", "--no-progress", "--log", tmp_path / "log.jsonl", "--run-dir", tmp_path / "run",
+                           capsys=capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    per_epoch = [sum(r["epoch"] == e for r in steps) for e in (1, 2)]
+    assert [r["epoch"] for r in epochs] == [1, 2] and per_epoch[0] == per_epoch[1] >= 5  # ~1,400 images at 256 a step
+    assert all(set(r) >= {"epoch", "step", "lr", "loss", "accuracy"} for r in steps)
+    assert "epoch 1/2: " in err and "epoch 2/2: " in err  # one plain line per epoch without progress bars

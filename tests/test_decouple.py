@@ -666,7 +666,7 @@ def test_decouple_verb_on_digits_gives_dynamic_filters(tmp_path, capsys):
     (tmp_path / "extensions.yaml").write_text("decouple:\n  sparsity_on: evaluation\n")
     code = main(["decouple", "--model", "digits_cnn", "--data", "digits", "--weights",
                  str(pretrained.run_dir / "checkpoints" / "last.pt"), "--epochs", str(EPOCHS_DECOUPLED), "--batch-size", "64",
-                 "--lr", "0.02", "--lambda-sparsity", "5", "--sparsity-ratio", "0.5", "--sparsity-form", "mean",
+                 "--lr", "0.02", "--lambda-sparsity", "5", "--sparsity-ratio", "0.5", "--set", "sparsity_form=mean",
                  "--config", str(tmp_path / "extensions.yaml"), "--set", "gate_lr_scale=10", "--set", "recalibrate_bn_images=1000",
                  "--quiet", "--threads", "1", "--run-dir", str(tmp_path / "decoupled")])
     assert code == 0

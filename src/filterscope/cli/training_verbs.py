@@ -55,7 +55,7 @@ def run_train(args) -> int:
 # DecouplingRunOptions is set with --set NAME=VALUE or in a --config file (docs/decoupling-options.md).
 DECOUPLE_FLAGS = (
     "model", "data", "weights", "epochs", "batch_size", "lr", "device", "threads", "run_dir", "resume",
-    "preset", "lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio", "sparsity_form",
+    "preset", "lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio", "log",
     "teacher_weights", "flops_target",
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..core.errors import UserInputError
 from ..analyses.evaluate import EvalResult, evaluate
 from ..models import create_model, model_spec
 from ..models.checkpoint import read_checkpoint, save_atomically
+from ..io.run_log import JsonLinesLog
 from ..io.run_dir import RunDir, warn_if_settings_changed
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -74,7 +76,8 @@ class TrainConfig:
         run_dir: folder of the run.
         resume: continue from ``run_dir/checkpoints/last.pt`` when it exists.
         max_steps_per_epoch: stop each epoch early (for quick checks and tests).
-        progress: show progress bars.
+        progress: show progress bars (the one line per epoch is printed either way).
+        log: also write every step's and every epoch's numbers to this file as JSON lines.
         compile: run the training steps through ``torch.compile`` (fuses the elementwise passes;
             the first step compiles for a minute or so, needs a C++ compiler on CPU, and results
             are not bit-identical to eager mode). Evaluation stays eager.
@@ -106,6 +109,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     progress: bool = True
     compile: bool = False
+    log: str | None = None
 
     def validate(self) -> None:
         """Raise one clear error for a value that cannot work."""
@@ -218,6 +222,7 @@ class TrainingSetup:
     steps_per_epoch: int
     run: RunDir
     last_checkpoint: Path
+    log: JsonLinesLog
 
 
 def train(
@@ -309,7 +314,8 @@ def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups:
     eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=max(256, config.batch_size // world),
                              shuffle=False, num_workers=config.workers)
     setup = TrainingSetup(config, device, is_distributed, model, training_model, optimizer, train_set, eval_loader,
-                          num_classes, steps_per_epoch(config, train_set), run, run.checkpoints / "last.pt")
+                          num_classes, steps_per_epoch(config, train_set), run, run.checkpoints / "last.pt",
+                          JsonLinesLog(config.log if distributed.is_main_process() else None))
     return setup, history, start_epoch
 
 
@@ -401,6 +407,8 @@ def train_one_epoch(setup: TrainingSetup, objective: Objective, epoch: int) -> d
         seen += len(labels)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / seen:.3f}")
+        setup.log.write("step", epoch=epoch + 1, step=step + 1, lr=optimizer.param_groups[0]["lr"], loss=loss.item(),
+                        accuracy=correct / seen)
     bar.close()
     # Training numbers of this process are summed over processes.
     totals = torch.tensor([correct, seen, *sums.values()], dtype=torch.float64)
@@ -446,14 +454,16 @@ def save_epoch(setup: TrainingSetup, history: list[dict[str, Any]], epoch: int,
         payload.update(checkpoint_extra(setup.model))
     save_atomically(payload, setup.last_checkpoint)
     setup.run.update_metrics(metrics_key, {"history": history, "complete": epoch + 1 == config.epochs})
-    if config.progress:
+    setup.log.write("epoch", **{k: v for k, v in history[-1].items() if isinstance(v, (int, float, str))})
+    if distributed.is_main_process():  # one line per epoch on stderr, with or without progress bars
         shown = ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if isinstance(v, float) and k != "lr")
-        tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}")
+        tqdm.write(f"epoch {epoch + 1}/{config.epochs}: {shown}", file=sys.stderr)
 
 
 def finish_training(setup: TrainingSetup, last_eval: EvalResult | None, seconds: float) -> dict[str, Any]:
     """The final numbers; the model is left in evaluation mode."""
     setup.model.eval()
+    setup.log.close()
     # The last epoch's evaluation pass measured this same model on the same loader: it is the final
     # evaluation. Only a resumed run with no epoch left to train measures it here.
     final_eval = last_eval if last_eval is not None else evaluate(setup.model, setup.eval_loader, setup.num_classes,
