@@ -45,3 +45,12 @@ def test_eval_names_the_base_model_of_a_decoupled_checkpoint_given_with_another_
 
     with pytest.raises(fs.UserInputError, match="is a decoupled digits_cnn, not a resnet20; pass --model digits_cnn"):
         evaluate_checkpoint("resnet20", str(FIXTURES / "decoupled_digits_demo.pt"), "digits", progress=False)
+
+
+def test_per_class_analyses_name_the_verbs_that_take_a_decoupled_checkpoint(capsys):
+    from filterscope.cli import main
+
+    for verb in ("influence", "semantic-prune"):
+        code = main([verb, "--model", "digits_cnn", "--data", "digits", "--weights", str(FIXTURES / "decoupled_digits_demo.pt")])
+        err = capsys.readouterr().err
+        assert code == 2 and "is a decoupled checkpoint" in err and "filterscope paths" in err and "Traceback" not in err

@@ -12,6 +12,7 @@ from ..data.arrays import ArrayDataset
 from ..core.distributed import resolve_device
 from ..core.errors import UserInputError
 from ..models import ModelSpec, create_model, model_spec
+from ..methods.decoupling.checkpoint import DECOUPLED_FORMAT
 from ..models.checkpoint import read_checkpoint
 
 
@@ -37,8 +38,12 @@ def load_workload(model_name: str, weights: str | None, data: str, splits: tuple
         raise UserInputError(f"batch size must be at least 1, got {batch_size}.")
     spec = model_spec(model_name)
     torch_device = resolve_device(device)
-    if weights is not None:
-        read_checkpoint(weights)  # a missing or unreadable file fails now, not after the data is decoded
+    if weights is not None:  # a missing, unreadable or decoupled file fails now, not after the data is decoded
+        if read_checkpoint(weights).get("format") == DECOUPLED_FORMAT:
+            raise UserInputError(
+                f"{weights!r} is a decoupled checkpoint; this analysis reads a plain network: pass the checkpoint it "
+                "was decoupled from, or use `filterscope eval` (accuracy with its gates) and `filterscope paths` "
+                "(its calculation paths) on the decoupled one.")
     common = dict(mean=spec.mean, std=spec.std, val_fraction=val_fraction, expected_image_shape=spec.input_shape)
     datasets = {split: load_dataset(data, split, augment=False, **common) for split in splits}
     num_classes = len(datasets[splits[0]].classes)
