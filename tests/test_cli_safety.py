@@ -1,6 +1,8 @@
 """Never lose work, fail early: each defect the never-lose-work issue listed, reproduced and now refused.
 
-Every bad input below ends with exit code 2, one sentence on stderr and no traceback, in under 2 s,
+Every bad input below ends with exit code 2, one sentence on stderr and no traceback, in under 2 s of
+CPU time (process time: the bound holds on a busy machine too, and decoding the CIFAR training split alone
+takes about 20 s of it),
 and leaves an earlier run's files byte-identical. The table of cases is written into
 docs/cli-errors.md by ``python tests/test_cli_safety.py`` (see ``write_table``).
 """
@@ -64,9 +66,9 @@ def _cases(tmp_path: Path, run: Path) -> list[tuple[str, list[str], str]]:
 def test_every_bad_input_is_one_sentence_exit_2_fast_and_loses_nothing(finished_run, tmp_path, capsys):
     before = _fingerprint(finished_run)
     for name, arguments, fragment in _cases(tmp_path, finished_run):
-        start = time.perf_counter()
+        start = time.process_time()
         code, _, err = run_cli(*arguments, capsys=capsys)
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
         assert_one_clear_error(code, err, fragment)
         assert seconds < 2.0, f"{name}: {seconds:.1f} s before the error"
         assert _fingerprint(finished_run) == before, f"{name} changed the earlier run"
@@ -91,15 +93,15 @@ def test_a_finished_run_is_continued_with_resume_and_replaced_with_overwrite(fin
 @pytest.mark.skipif(not (R20.exists() and CIFAR.exists()), reason="needs the shared ResNet-20 and CIFAR-10 JPEG zip")
 def test_on_cifar_a_missing_checkpoint_fails_before_the_data_is_decoded(tmp_path, capsys):
     for verb in ("eval", "influence", "semantic-prune"):
-        start = time.perf_counter()
+        start = time.process_time()
         code, _, err = run_cli(verb, "--model", "resnet20", "--weights", tmp_path / "missing.pt", "--data", CIFAR, capsys=capsys)
         assert_one_clear_error(code, err, "does not exist")
-        assert time.perf_counter() - start < 2.0, verb
-    start = time.perf_counter()  # an unknown class: found from the zip's folder names, not after 50,000 images
+        assert time.process_time() - start < 2.0, verb
+    start = time.process_time()  # an unknown class: found from the zip's folder names, not after 50,000 images
     code, _, err = run_cli("semantic-prune", "--model", "resnet20", "--weights", R20, "--data", CIFAR, "--classes", "kitten",
                            capsys=capsys)
     assert_one_clear_error(code, err, "unknown class 'kitten'")
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_version_and_the_units_table(capsys):
