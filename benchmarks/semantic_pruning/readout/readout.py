@@ -51,7 +51,8 @@ def draw(model: str, klass: str) -> Path:
     measures = ("recall", "precision", "auc", "accuracy")
     figure, axes = plt.subplots(1, len(measures), figsize=(13, 3.2), sharey=True)
     for axis, measure in zip(axes, measures):
-        for offset, where in enumerate(READOUTS):
+        present = [w for w in READOUTS if (HERE / "results" / f"readout_{model}_{klass}_{w}.json").exists()]
+        for offset, where in enumerate(present):
             rows = json.loads((HERE / "results" / f"readout_{model}_{klass}_{where}.json").read_text())["results"]
             thetas = [float(row["setting"]) for row in rows]
             axis.bar([i + 0.27 * (offset - 1) for i in range(len(rows))], [row[measure] for row in rows], width=0.27,
