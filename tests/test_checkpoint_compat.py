@@ -54,3 +54,25 @@ def test_per_class_analyses_name_the_verbs_that_take_a_decoupled_checkpoint(caps
         code = main([verb, "--model", "digits_cnn", "--data", "digits", "--weights", str(FIXTURES / "decoupled_digits_demo.pt")])
         err = capsys.readouterr().err
         assert code == 2 and "is a decoupled checkpoint" in err and "filterscope paths" in err and "Traceback" not in err
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20-cifar10-2x-seed1.pt"
+
+
+def test_the_shipped_resnet20_checkpoint_gives_the_logits_the_earlier_layout_gave():
+    """checkpoints/resnet20-cifar10-2x-seed1.pt was trained and written by the code before the layered shape;
+    its logits and gates on 8 fixed inputs, computed then, are in the fixture."""
+    import hashlib
+
+    import pytest
+
+    if not SHIPPED.exists():
+        pytest.skip("checkpoints/resnet20-cifar10-2x-seed1.pt is not in this checkout")
+    readme = (SHIPPED.parent / "README.md").read_text()
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() in readme
+    model = fs.load_decoupled(SHIPPED)
+    expected = torch.load(FIXTURES / "resnet20_cifar10_2x_seed1_expected.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model(expected["inputs"])
+    assert torch.equal(logits, expected["logits"])
+    assert torch.equal(torch.cat([z.float() for z in model.last_gates()], 1), expected["gates"])

@@ -161,21 +161,34 @@ def run_influence(args) -> int:
     config = InfluenceConfig(k1=args.k1, k2=args.k2, criterion=args.criterion, labels=args.labels, at=args.at)
     config.validate()
     _check_unit(args.model, args.at)
-    prepare(args, analysis="influence")
-    from ..pipelines.influence import run_influence as influence  # after the checks: it imports matplotlib
+    return _run_per_class(args, "influence", lambda settings: _influence_pipeline()(settings, config), _print_influence)
 
-    summary = influence(_per_class_settings(args), config)
+
+def _influence_pipeline():
+    from ..pipelines.influence import run_influence  # imported after the checks: it imports matplotlib
+
+    return run_influence
+
+
+def _print_influence(args, summary) -> None:
+    print(f"{args.model}: k1={args.k1}, k2={args.k2}, criterion {args.criterion}, index sets from [{args.split}]")
+    for name, features in summary["indices"].items():
+        print(f"  {name:>12s} {features}")
+    if "accuracy_full" in summary:
+        print(f"[{args.eval_split}] full {summary['accuracy_full']:.4f}, decomposed {summary['accuracy_decomposed']:.4f}, "
+              f"r_A {summary['relative_accuracy']:.4f}; final layer {summary['flops_final_full']:,} -> "
+              f"{summary['flops_final_decomposed']:,} FLOPs")
+
+
+def _run_per_class(args, analysis: str, run_pipeline, print_text) -> int:
+    """Check everything, run the per-class pipeline, record the verb's flags, print, build the report."""
+    prepare(args, analysis=analysis)
+    summary = run_pipeline(_per_class_settings(args))
     write_verb_config(args)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.model}: k1={args.k1}, k2={args.k2}, criterion {args.criterion}, index sets from [{args.split}]")
-        for name, features in summary["indices"].items():
-            print(f"  {name:>12s} {features}")
-        if "accuracy_full" in summary:
-            print(f"[{args.eval_split}] full {summary['accuracy_full']:.4f}, decomposed {summary['accuracy_decomposed']:.4f}, "
-                  f"r_A {summary['relative_accuracy']:.4f}; final layer {summary['flops_final_full']:,} -> "
-                  f"{summary['flops_final_decomposed']:,} FLOPs")
+        print_text(args, summary)
     finish(args.run_dir)
     return 0
 
@@ -206,23 +219,24 @@ def run_semantic_prune(args) -> int:
     )
     config.validate()
     _check_classes(args)
-    prepare(args, analysis="semantic_pruning")
-    from ..pipelines.semantic_pruning import run_semantic_pruning  # after the checks: it imports matplotlib
+    return _run_per_class(args, "semantic_pruning", lambda settings: _semantic_pipeline()(settings, config),
+                          _print_semantic_pruning)
 
-    summary = run_semantic_pruning(_per_class_settings(args), config)
-    write_verb_config(args)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"{args.model}: responses [{args.split}] at {args.where}, evaluated on [{args.eval_split}]")
-        print(f"  {'class':>12s} {'mode':4s} {'θ':>7s} {'DP':>6s} {'RP':>6s} {'recall':>7s} {'prec.':>7s} {'AUC':>7s} {'acc.':>7s}")
-        for row in summary["results"]:
-            dead = "  dead: " + ", ".join(row["emptied_units"]) if row["dead"] else ""
-            print(f"  {row['class']:>12s} {row['mode']:4s} {str(row['setting']):>7s} {row['fraction_direct']:6.3f} "
-                  f"{row['fraction_residual']:6.3f} {row['recall']:7.4f} {row['precision']:7.4f} {row['auc']:7.4f} "
-                  f"{row['accuracy']:7.4f}{dead}")
-    finish(args.run_dir)
-    return 0
+
+def _semantic_pipeline():
+    from ..pipelines.semantic_pruning import run_semantic_pruning  # imported after the checks: it imports matplotlib
+
+    return run_semantic_pruning
+
+
+def _print_semantic_pruning(args, summary) -> None:
+    print(f"{args.model}: responses [{args.split}] at {args.where}, evaluated on [{args.eval_split}]")
+    print(f"  {'class':>12s} {'mode':4s} {'θ':>7s} {'DP':>6s} {'RP':>6s} {'recall':>7s} {'prec.':>7s} {'AUC':>7s} {'acc.':>7s}")
+    for row in summary["results"]:
+        dead = "  dead: " + ", ".join(row["emptied_units"]) if row["dead"] else ""
+        print(f"  {row['class']:>12s} {row['mode']:4s} {str(row['setting']):>7s} {row['fraction_direct']:6.3f} "
+              f"{row['fraction_residual']:6.3f} {row['recall']:7.4f} {row['precision']:7.4f} {row['auc']:7.4f} "
+              f"{row['accuracy']:7.4f}{dead}")
 
 
 def write_verb_config(args) -> None:
