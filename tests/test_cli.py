@@ -165,7 +165,7 @@ def test_train_with_bad_yaml_and_unknown_option(tmp_path, capsys):
 
 def test_train_verb_writes_resolved_config_flags_over_yaml(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("epochs: 5\nlr: 0.05\nbatch_size: 64\n")
+    config.write_text("model: digits_cnn\ndata: digits\nepochs: 5\nlr: 0.05\nbatch_size: 64\n")
     run_dir = tmp_path / "run"
     code, out, _ = run_cli("train", "--config", config, "--epochs", "1", "--threads", "1", "--no-progress",
                            "--run-dir", run_dir, capsys=capsys)

@@ -77,6 +77,8 @@ def _cases(tmp_path: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("eval truncated zip", ["eval", "--model", "digits_cnn", "--data", bad["truncated"]], "truncated.zip"),
         ("eval zip without split folders", ["eval", "--model", "digits_cnn", "--data", bad["no_splits"]], "no_splits.zip"),
         ("unknown model", ["eval", "--model", "resnet1000", "--data", "digits"], "invalid choice: 'resnet1000'"),
+        ("train without --model", ["train", "--data", "digits", "--run-dir", tmp_path / "no_model"], "--model is required"),
+        ("decouple without --data", ["decouple", "--model", "digits_cnn", "--run-dir", tmp_path / "no_data"], "--data is required"),
         ("plugin with a syntax error", ["--plugin", bad["syntax"], "models"], "SyntaxError"),
         ("train into a finished run", ["train", *digits, "--epochs", "1", "--run-dir", run], "--resume to continue it"),
         ("decouple into a finished run", ["decouple", *digits, "--epochs", "1", "--run-dir", run], "--overwrite to replace it"),

@@ -24,6 +24,13 @@ def add_train_parser(verbs) -> None:
     add_execution_arguments(parser, batch_size=None, json_output=False)
 
 
+def _require_model_and_data(args: argparse.Namespace, file_values: dict) -> None:
+    """--model and --data are required on every verb (here: a flag or a key of --config), as on eval and the analyses."""
+    for name in ("model", "data"):
+        if not hasattr(args, name) and name not in file_values:
+            raise UserInputError(f"--{name} is required (or '{name}:' in the --config file); e.g. --model digits_cnn --data digits.")
+
+
 def _start_run(args: argparse.Namespace, config) -> object:
     """Check the run directory of a training config before any work (refusing to replace a run unless
     --overwrite, which then clears it), apply --quiet, and return the config to run."""
@@ -42,7 +49,10 @@ def run_train(args) -> int:
     from ..core.config import read_yaml_config, resolve_config
     from ..training.train import TrainConfig, train
 
-    config = _start_run(args, resolve_config(TrainConfig, args, read_yaml_config(args.config)))
+    file_values = read_yaml_config(args.config)
+    config = resolve_config(TrainConfig, args, file_values)  # unknown keys of the file are reported first
+    _require_model_and_data(args, file_values)
+    config = _start_run(args, config)
     result = train(config)
     if distributed.is_main_process():
         print(json.dumps({"run_dir": str(result.run_dir), "accuracy": result.final["accuracy"], "split": config.eval_split}))
@@ -113,9 +123,9 @@ def run_decouple(args) -> int:
     from ..pipelines.decoupling import DecouplingRunOptions, run_decoupling
     from ..training.train import TrainConfig
 
-    train_config, decouple_config, options = resolve_configs(
-        (TrainConfig, DecoupleConfig, DecouplingRunOptions), args, _decouple_file_values(args)
-    )
+    file_values = _decouple_file_values(args)
+    train_config, decouple_config, options = resolve_configs((TrainConfig, DecoupleConfig, DecouplingRunOptions), args, file_values)
+    _require_model_and_data(args, file_values)
     train_config = _start_run(args, train_config)
     summary = run_decoupling(train_config, decouple_config, options)
     if distributed.is_main_process():
