@@ -41,27 +41,31 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split_default: str = 
     parser.add_argument("--val-fraction", type=float, default=0.0, help="share of the training split held out as 'val'")
 
 
+def _has_flag(parser: argparse.ArgumentParser, flag: str) -> bool:
+    """Whether ``parser`` already defines ``flag`` (verbs whose dataclass flags include some shared ones)."""
+    return any(flag in action.option_strings for action in parser._actions)
+
+
 def add_run_dir_arguments(parser: argparse.ArgumentParser, *, default: str | None = None, resume: bool = False,
                           help_text: str = "run directory to write (metrics, arrays, figures, report.html)") -> None:
     """--run-dir and --overwrite (and --resume for verbs that train)."""
-    if not any("--run-dir" in action.option_strings for action in parser._actions):
+    if not _has_flag(parser, "--run-dir"):
         parser.add_argument("--run-dir", default=default, help=help_text)
     parser.add_argument("--overwrite", action="store_true", help="replace what the run directory already holds")
-    if resume and not any("--resume" in action.option_strings for action in parser._actions):
+    if resume and not _has_flag(parser, "--resume"):
         parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser, *, batch_size: int | None = 256, json_output: bool = True) -> None:
     """--batch-size, --device, --threads, --json, --quiet."""
-    existing = {option for action in parser._actions for option in action.option_strings}
-    if batch_size is not None and "--batch-size" not in existing:
+    if batch_size is not None and not _has_flag(parser, "--batch-size"):
         parser.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
-    if "--device" not in existing:
+    if not _has_flag(parser, "--device"):
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    if "--threads" not in existing:
+    if not _has_flag(parser, "--threads"):
         parser.add_argument("--threads", type=int, default=None,
                             help="intra-op CPU threads (default: the cores not already busy)")
-    if json_output and "--json" not in existing:
+    if json_output and not _has_flag(parser, "--json"):
         parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines on stderr")
 
@@ -99,11 +103,11 @@ def prepare(args: argparse.Namespace, *, analysis: str | None = None, run_dir_re
     from ..core.threads import use_threads
     from ..io.run_dir import check_run_dir
 
-    from ..models.checkpoint import read_checkpoint
+    from ..models.checkpoint import check_checkpoint_exists
 
     check_numbers(args)
     if getattr(args, "weights", None):
-        read_checkpoint(args.weights)  # missing or unreadable: said now, before any data is decoded
+        check_checkpoint_exists(args.weights)  # said now; its contents are checked where it is loaded, before the data
     use_threads(getattr(args, "threads", None))
     run_dir = getattr(args, "run_dir", None)
     if run_dir is None and run_dir_required:

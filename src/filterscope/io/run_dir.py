@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..core.atomic import atomic_file
+from ..core.errors import UserInputError
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -147,8 +148,6 @@ def check_run_dir(path: str | os.PathLike | None, *, resume: bool = False, overw
         UserInputError: ``path`` is a file, is not writable, holds a run that would be replaced, or
             ``resume`` names a folder with nothing to resume.
     """
-    from ..core.errors import UserInputError
-
     if path is None:
         return None
     path = Path(path)
@@ -171,8 +170,6 @@ def check_run_dir(path: str | os.PathLike | None, *, resume: bool = False, overw
 
 
 def _check_writable(path: Path) -> None:
-    from ..core.errors import UserInputError
-
     folder = path
     while not folder.exists():  # the nearest existing ancestor must let us create the rest
         folder = folder.parent

@@ -28,9 +28,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         UserInputError: the file is missing or cannot be read as a PyTorch checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint {str(path)!r} does not exist; check the --weights path.")
+    path = check_checkpoint_exists(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
@@ -44,6 +42,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "model.state_dict() instead of the model object."
         )
     return payload
+
+
+def check_checkpoint_exists(path: str | os.PathLike) -> Path:
+    """The path, or one clear error when no file is there (a cheap check, before anything is loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint {str(path)!r} does not exist; check the --weights path.")
+    return path
 
 
 def extract_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
