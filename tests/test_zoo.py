@@ -88,6 +88,25 @@ def _decouple_verb(model, spec, loader):
     return f"{len(decoupled.gated_units)} gated units, paths of {paths.shape[1]} bits"
 
 
+def _engine_verb(model, spec, loader):
+    from filterscope.engine import compile_decoupled, compile_network
+    from test_engine import randomize_gates
+
+    images = next(iter(loader))[0]
+    with torch.no_grad():
+        assert torch.allclose(compile_network(model, spec.input_shape)(images), model(images), rtol=1e-4, atol=1e-5)
+        decoupled = randomize_gates(decouple(model, DecoupleConfig(preset="resnet56"), num_classes=NUM_CLASSES,
+                                             input_shape=spec.input_shape))
+        expected = decoupled(images)
+        closed = sum(int((gates < 0.5).sum()) for gates in decoupled.last_gates())
+        executed = compile_decoupled(decoupled)
+        for batch in (images, images[:1]):
+            got, wanted = executed(batch), decoupled(batch)
+            assert float((got - wanted).abs().max() / wanted.abs().max()) < 1e-4
+    assert closed > 0 and expected.shape == (images.shape[0], NUM_CLASSES)
+    return f"same outputs as the masked model with {closed} closed gates over {images.shape[0]} inputs"
+
+
 def _semantic_pruning_verb(model, spec, loader):
     units = find_units(model, spec.input_shape)
     response = semantic_pruning.accumulate_responses(model.eval(), units, loader, NUM_CLASSES, progress=False)
@@ -105,7 +124,7 @@ def _influence_verb(model, spec, loader):
 
 VERBS = {
     "units": _units_verb, "flops": _flops_verb, "capture": _capture_verb, "train": _train_verb, "eval": _eval_verb,
-    "decouple+paths": _decouple_verb, "semantic-prune": _semantic_pruning_verb, "influence": _influence_verb,
+    "decouple+paths": _decouple_verb, "engine": _engine_verb, "semantic-prune": _semantic_pruning_verb, "influence": _influence_verb,
 }
 
 
@@ -132,6 +151,7 @@ def run_verb(model_name: str, verb: str) -> str:
 #: What is known not to work on a zoo model, with the sentence's key words (everything else must work).
 UNSUPPORTED = {
     ("plain_vgg_grayscale", "decouple+paths"): "needs at least 3",
+    ("plain_vgg_grayscale", "engine"): "needs at least 3",
 }
 
 

@@ -1,4 +1,13 @@
-"""The executor that skips closed filters of a decoupled model, and latency measurement (to come).
+"""The executor that skips closed filters of a decoupled model, and latency measurement.
 
-FLOP counting lives in :mod:`filterscope.core.flops` and :mod:`filterscope.core.gated_flops`.
+``compile_decoupled(model, calibration)`` returns an :class:`ExecutedNetwork` with the decoupled model's
+outputs that computes only the open filters; ``compile_network(model)`` runs a model without gates through
+the same code (BatchNorm folded), the fair dense reference. FLOP counting lives in
+:mod:`filterscope.core.flops` and :mod:`filterscope.core.gated_flops`.
 """
+
+from .executor import (BATCH_MODES, ExecutedNetwork, FilterPlan, base_network, compile_decoupled, compile_network,
+                       filter_plans)
+
+__all__ = ["BATCH_MODES", "ExecutedNetwork", "FilterPlan", "base_network", "compile_decoupled", "compile_network",
+           "filter_plans"]

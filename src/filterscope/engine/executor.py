@@ -1,0 +1,207 @@
+"""``compile_decoupled(model)``: a decoupled network that skips its closed filters instead of zeroing them.
+
+The decoupled model as trained runs every filter and multiplies the closed ones by 0, so it is slower
+than the dense network it came from. The executor built here computes only what the gates leave open:
+
+- at build time each BatchNorm is folded into its conv (:mod:`.folding`), each gate is reduced to the
+  filters it decides per input (:mod:`.gate_program`), and, given calibration data, filters that were
+  never open over it (*silent*) are removed and filters always open (*energetic*) are computed without
+  a gate decision; a layer with no filter left to decide evaluates no gate at all;
+- at run time each unit computes only its open filters, and a conv fed directly by a gated conv reads
+  only the channels that conv computed (:mod:`.links`, :mod:`.executed_unit`).
+
+Without calibration data every gate is evaluated at run time and the executor computes exactly what the
+decoupled model computes on any input. With it, the fixed filters follow what the calibration data did;
+on inputs where a silent filter would have opened (or an energetic one closed) the outputs differ, which
+:func:`fixed_filter_disagreement` measures.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..core.batches import split_batch
+from ..core.errors import UserInputError
+from ..core.units import Unit, find_units
+from ..methods.decoupling.gate import GatedConv, GatedOutput
+from ..methods.decoupling.model import DecoupledModel
+from .executed_unit import ChannelLink, ExecutedUnit
+from .folding import folded_weights
+from .gate_program import GateProgram
+from .links import direct_links, record_dataflow
+
+BATCH_MODES = ("union", "mask")
+
+
+@dataclass
+class FilterPlan:
+    """Which filters of one gated unit are computed always, never, or as the gate decides."""
+
+    fixed: torch.Tensor  # energetic: always computed
+    decided: torch.Tensor  # dynamic: the gate decides per input
+    removed: torch.Tensor  # silent: never computed
+
+
+class ExecutedNetwork(nn.Module):
+    """The network with every conv unit replaced by an :class:`ExecutedUnit`; same outputs as its source.
+
+    Attributes:
+        network: the rebuilt network (a copy; the source model is never changed).
+        unit_names: every conv unit, in execution order; ``gated_units`` the gated ones.
+        plans: per gated unit, its :class:`FilterPlan`.
+        input_mean, input_std: the source model's input normalisation (a record; inputs come normalised).
+    """
+
+    def __init__(self, network: nn.Module, unit_names: list[str], gated_units: list[str],
+                 plans: dict[str, FilterPlan], input_mean=None, input_std=None):
+        super().__init__()
+        self.network = network
+        self.unit_names = unit_names
+        self.gated_units = gated_units
+        self.plans = plans
+        self.input_mean, self.input_std = input_mean, input_std
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def executed_units(self) -> list[ExecutedUnit]:
+        return [self.network.get_submodule(name) for name in self.unit_names]
+
+    def set_batch_mode(self, batch_mode: str) -> None:
+        """``"union"``: a batch computes the union of its inputs' open filters; ``"mask"``: every kept filter."""
+        _check_batch_mode(batch_mode)
+        for unit in self.executed_units():
+            unit.batch_mode = batch_mode
+
+    def specialized(self, gates: list[torch.Tensor]) -> "ExecutedNetwork":
+        """A copy with each gated unit's open filters fixed to ``gates`` (one 0/1 vector per gated unit) and
+        no gate evaluated: the statically shaped network of one calculation path (the executor's ceiling)."""
+        if len(gates) != len(self.gated_units):
+            raise UserInputError(f"specialized() needs one gate vector per gated unit ({len(self.gated_units)}), "
+                                 f"got {len(gates)}.")
+        copied = copy.deepcopy(self)
+        for name, gate in zip(self.gated_units, gates):
+            unit = copied.network.get_submodule(name)
+            unit.fixed = torch.as_tensor(gate).flatten().gt(0.5).nonzero().flatten()
+            unit.gate = None
+        return copied
+
+
+def base_network(model: DecoupledModel) -> nn.Module:
+    """A copy of the decoupled model's network with its gate wrappers taken out again (plain convs and BNs)."""
+    network = copy.deepcopy(model.network)
+    for name, module in list(network.named_modules()):
+        if isinstance(module, GatedConv):
+            _set_submodule(network, name, module.conv)
+        elif isinstance(module, GatedOutput):
+            _set_submodule(network, name, module.batchnorm)
+    return network
+
+
+@torch.no_grad()
+def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None) -> list[FilterPlan]:
+    """Per gated unit, the filters to fix, decide and remove: from how often each gate opened over
+    ``calibration`` (a tensor of inputs or an iterable of batches), or all decided when it is None."""
+    if calibration is None:
+        return [FilterPlan(torch.empty(0, dtype=torch.long), torch.arange(n), torch.empty(0, dtype=torch.long))
+                for n in model.out_channels]
+    was_training = model.training
+    model.eval()
+    opened = [torch.zeros(n, dtype=torch.long) for n in model.out_channels]
+    seen = 0
+    try:
+        for batch in ([calibration] if isinstance(calibration, torch.Tensor) else calibration):
+            images = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
+            model(images)
+            for count, gates in zip(opened, model.last_gates()):
+                count += gates.gt(0.5).sum(0).cpu()
+            seen += images.shape[0]
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise UserInputError("the calibration data is empty; pass some inputs, or calibration=None to decide every gate.")
+    return [FilterPlan(fixed=(count == seen).nonzero().flatten(), decided=((count > 0) & (count < seen)).nonzero().flatten(),
+                       removed=(count == 0).nonzero().flatten()) for count in opened]
+
+
+def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None, *,
+                      batch_mode: str = "union") -> ExecutedNetwork:
+    """An :class:`ExecutedNetwork` computing what ``model`` computes in evaluation, skipping closed filters.
+
+    Args:
+        model: a decoupled model (not changed).
+        calibration: inputs (a tensor, or an iterable of batches) over which silent filters are removed
+            and energetic ones fixed; None evaluates every gate at run time (exact on any input).
+        batch_mode: ``"union"`` or ``"mask"``, see :class:`ExecutedUnit`.
+    """
+    if not isinstance(model, DecoupledModel):
+        raise UserInputError(f"compile_decoupled takes a DecoupledModel, got {type(model).__name__}; "
+                             "use compile_network for a model without gates.")
+    _check_batch_mode(batch_mode)
+    plans = dict(zip(model.gated_units, filter_plans(model, calibration)))
+    controllers = {name: module.controller for name, module in zip(model.gated_units, model.gate_modules())}
+    network = base_network(model).eval()
+    return _build(network, model.input_shape, plans, controllers, batch_mode, model.input_mean, model.input_std)
+
+
+def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32)) -> ExecutedNetwork:
+    """A network without gates run by the same executor (BatchNorm folded, every filter computed): the dense
+    model timed through the same code path as a decoupled one."""
+    if isinstance(model, DecoupledModel):
+        model = base_network(model)
+    network = copy.deepcopy(model).eval()
+    return _build(network, input_shape, {}, {}, "union", getattr(model, "input_mean", None),
+                  getattr(model, "input_std", None))
+
+
+def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], controllers: dict[str, nn.Module],
+           batch_mode: str, input_mean, input_std) -> ExecutedNetwork:
+    units = find_units(network, input_shape)
+    dataflow = record_dataflow(network, input_shape)
+    links = direct_links(dataflow, units)
+    _check_foldable(units, dataflow)
+    output_links = {producer: ChannelLink() for producer in set(links.values()) if producer in plans}
+    for unit in units:
+        weight, bias = folded_weights(unit.conv, unit.bn)
+        plan = plans.get(unit.name)
+        gate = None
+        if plan is not None and plan.decided.numel() > 0:
+            gate = GateProgram(controllers[unit.name], plan.decided)
+        fixed = plan.fixed if plan is not None else torch.arange(unit.out_channels)
+        producer = links.get(unit.name)
+        executed = ExecutedUnit(unit.conv, weight, bias, fixed, gate, input_link=output_links.get(producer),
+                                output_link=output_links.get(unit.name), batch_mode=batch_mode)
+        _set_submodule(network, unit.name, executed)
+        if unit.bn_name is not None:
+            _set_submodule(network, unit.bn_name, nn.Identity())
+    return ExecutedNetwork(network, [u.name for u in units], list(plans), plans, input_mean, input_std)
+
+
+def _check_foldable(units: list[Unit], dataflow) -> None:
+    calls: dict[str, int] = {}
+    for op in dataflow.ops:
+        if op.kind == "module":
+            calls[op.name] = calls.get(op.name, 0) + 1
+    for unit in units:
+        for name in (unit.name, unit.bn_name):
+            if name is not None and calls.get(name, 0) > 1:
+                raise UserInputError(f"module {name!r} is called {calls[name]} times in one forward pass; the executor "
+                                     "folds each conv with its BatchNorm, so give each call site its own module.")
+
+
+def _check_batch_mode(batch_mode: str) -> None:
+    if batch_mode not in BATCH_MODES:
+        raise UserInputError(f"batch_mode must be one of {', '.join(BATCH_MODES)}, got {batch_mode!r}.")
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)

@@ -1,0 +1,48 @@
+"""A gate reduced to what evaluation needs: the decided filters' logits from the pooled unit input.
+
+Evaluation computes g = W2 · ReLU(W1 · (s − μ)/σ + b1) + b2 with s = GAP(X) (Li et al., 2020, Eq. 4,
+with filterscope's standardisation of s) and opens filter j where g_j > 0. Everything that does not
+depend on X is folded at build time: the standardisation into W1' = W1 / σ and b1' = b1 − W1'·μ, and
+only the rows of W2 of the filters whose gate is decided at run time are kept. When the unit reads
+only some input channels (the others are known zeros), only those columns of W1' are used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class GateProgram:
+    """The evaluation gate of one unit for the filters ``decided`` (indices into the unit's filters).
+
+    Attributes:
+        decided: filters whose gate is evaluated per input, a sorted long tensor.
+        squeeze_weight, squeeze_bias: W1' and b1' (standardisation folded in).
+        expand_weight, expand_bias: the rows of W2 and b2 of the decided filters.
+    """
+
+    def __init__(self, controller: nn.Module, decided: torch.Tensor):
+        with torch.no_grad():
+            weight = controller.squeeze.weight.detach().clone()
+            bias = controller.squeeze.bias.detach().clone()
+            standardize = controller.standardize
+            if isinstance(standardize, nn.BatchNorm1d):
+                inverse_std = torch.rsqrt(standardize.running_var + standardize.eps)
+                weight = weight * inverse_std
+                bias = bias - weight @ standardize.running_mean
+            self.squeeze_weight_t = weight.t().contiguous()  # (C, hidden): pooled @ this
+            self.squeeze_bias = bias
+            self.decided = decided
+            self.expand_weight_t = controller.expand.weight.detach()[decided].t().contiguous()  # (hidden, d)
+            self.expand_bias = controller.expand.bias.detach()[decided].clone()
+        self._columns: dict[bytes | None, torch.Tensor] = {None: self.squeeze_weight_t}
+
+    def logits(self, unit_input: torch.Tensor, input_key: bytes | None, input_index: torch.Tensor | None) -> torch.Tensor:
+        """g of the decided filters, (B, d), from the unit input (compact when ``input_index`` is given)."""
+        squeeze = self._columns.get(input_key)
+        if squeeze is None:
+            squeeze = self._columns[input_key] = self.squeeze_weight_t[input_index].contiguous()
+        pooled = unit_input.mean(dim=(2, 3))
+        hidden = torch.addmm(self.squeeze_bias, pooled, squeeze).relu_()
+        return torch.addmm(self.expand_bias, hidden, self.expand_weight_t)
