@@ -6,8 +6,9 @@ the same code (BatchNorm folded), the fair dense reference. FLOP counting lives 
 :mod:`filterscope.core.flops` and :mod:`filterscope.core.gated_flops`.
 """
 
+from .kernels import DEFAULT_KERNELS, KERNELS
 from .executor import (BATCH_MODES, ExecutedNetwork, FilterPlan, base_network, compile_decoupled, compile_network,
                        filter_plans)
 
-__all__ = ["BATCH_MODES", "ExecutedNetwork", "FilterPlan", "base_network", "compile_decoupled", "compile_network",
+__all__ = ["BATCH_MODES", "DEFAULT_KERNELS", "KERNELS", "ExecutedNetwork", "FilterPlan", "base_network", "compile_decoupled", "compile_network",
            "filter_plans"]

@@ -17,11 +17,13 @@ multiplies each input's closed ones by 0 (or, ``batch_mode="mask"``, every kept 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .gate_program import GateProgram
+from .kernels import KERNELS, fastest_kernel
 from .links import zeros_like_output
 
 STATIC_KEY = b""  # the key of a filter set that never changes at run time
@@ -48,11 +50,13 @@ class ExecutedUnit(nn.Module):
         output_link: this unit's :class:`ChannelLink` when it hands its output compact to a consumer.
         batch_mode: ``"union"`` (compute the union of the batch's open filters) or ``"mask"`` (compute
             every kept filter and multiply by the gates).
+        kernels: names in :data:`.kernels.KERNELS` to choose from per shape by timing; ``("nchw",)`` is
+            PyTorch's default path with no timing.
     """
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, fixed: torch.Tensor,
                  gate: GateProgram | None = None, input_link: ChannelLink | None = None,
-                 output_link: ChannelLink | None = None, batch_mode: str = "union"):
+                 output_link: ChannelLink | None = None, batch_mode: str = "union", kernels: tuple[str, ...] = ("nchw",)):
         super().__init__()
         self.geometry = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
         self.shape_geometry = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
@@ -64,6 +68,10 @@ class ExecutedUnit(nn.Module):
         self.input_link = input_link
         self.output_link = output_link
         self.batch_mode = batch_mode
+        self.kernels = tuple(kernels)
+        self.kernel_choices: dict[str, int] = {}  # kernel name → shapes it was chosen for
+        self._runs: dict[tuple, object] = {}
+        self._shape_choices: dict[tuple, str] = {}
         self._selections: dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._weights: dict[tuple[bytes | None, bytes | None], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -76,7 +84,7 @@ class ExecutedUnit(nn.Module):
             opened = self.gate.logits(unit_input, input_key, input_index) > 0
             output_key, output_index, multiplier = self._select(opened)
         weight, bias = self._gathered(output_key, output_index, input_key, input_index)
-        output = self._convolve(unit_input, weight, bias)
+        output = self._convolve(unit_input, weight, bias, (output_key, input_key))
         if multiplier is not None:
             output = output * multiplier[:, :, None, None]
         if self.output_link is not None:
@@ -87,13 +95,13 @@ class ExecutedUnit(nn.Module):
         full = zeros_like_output(self.shape_geometry, unit_input, self.out_channels)
         return full.index_copy_(1, output_index, output)
 
-    def _select(self, opened: torch.Tensor) -> tuple[bytes, torch.Tensor, torch.Tensor | None]:
-        """The filters to compute for the batch's gates ``opened`` (B, d), their key, and the per-input
-        multiplier (B, k) of 0/1 when the inputs' gates differ (None when they agree)."""
+    def _select(self, opened: np.ndarray) -> tuple[bytes, torch.Tensor, torch.Tensor | None]:
+        """The filters to compute for the batch's gates ``opened`` (a (B, d) boolean array), their key, and
+        the per-input multiplier (B, k) of 0/1 when the inputs' gates differ (None when they agree)."""
         union = opened[0] if opened.shape[0] == 1 else opened.any(0)
         if self.batch_mode == "mask":
-            union = torch.ones_like(union)
-        key = union.numpy().tobytes()
+            union = np.ones_like(union)
+        key = union.tobytes()
         selection = self._selections.get(key)
         if selection is None:
             if len(self._selections) >= CACHE_LIMIT:
@@ -104,13 +112,13 @@ class ExecutedUnit(nn.Module):
             return key, output_index, None
         if bool((opened == union).all()):
             return key, output_index, None
-        multiplier = opened.new_ones(opened.shape[0], output_index.numel(), dtype=self.weight.dtype)
-        multiplier[:, positions] = opened[:, decided_columns].to(self.weight.dtype)
+        multiplier = torch.ones(opened.shape[0], output_index.numel(), dtype=self.weight.dtype)
+        multiplier[:, positions] = torch.from_numpy(opened[:, decided_columns].astype(np.float32)).to(self.weight.dtype)
         return key, output_index, multiplier
 
-    def _selection(self, union: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        decided_columns = union.nonzero().flatten()
-        chosen = torch.cat([self.fixed, self.gate.decided[decided_columns]])
+    def _selection(self, union: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        decided_columns = union.nonzero()[0]
+        chosen = torch.cat([self.fixed, self.gate.decided[torch.from_numpy(decided_columns)]])
         output_index, order = chosen.sort()
         positions = order.argsort()[self.fixed.numel():]  # where each chosen decided filter sits
         return output_index, positions, decided_columns
@@ -126,11 +134,28 @@ class ExecutedUnit(nn.Module):
             entry = self._weights[(output_key, input_key)] = (weight.contiguous(), self.bias[output_index].contiguous())
         return entry
 
-    def _convolve(self, unit_input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _convolve(self, unit_input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, weight_key) -> torch.Tensor:
         if weight.shape[0] == 0 or weight.shape[1] == 0:  # nothing computed, or nothing to read: bias only
             output = zeros_like_output(self.shape_geometry, unit_input, weight.shape[0])
             return output + bias[:, None, None]
-        return F.conv2d(unit_input, weight, bias, **self.geometry)
+        if self.kernels == ("nchw",):
+            return F.conv2d(unit_input, weight, bias, **self.geometry)
+        key = (weight_key, tuple(unit_input.shape))
+        run = self._runs.get(key)
+        if run is None:
+            if len(self._runs) >= CACHE_LIMIT:
+                self._runs.clear()
+            # One timing per shape (not per filter set): sets of the same size share the choice.
+            shape = (tuple(weight.shape), tuple(unit_input.shape), unit_input.is_contiguous())
+            name = self._shape_choices.get(shape)
+            if name is None:
+                name, run = fastest_kernel(self.kernels, unit_input, weight, bias, self.geometry)
+                self._shape_choices[shape] = name
+                self.kernel_choices[name] = self.kernel_choices.get(name, 0) + 1
+            else:
+                run = KERNELS[name](weight, bias, self.geometry, tuple(unit_input.shape))
+            self._runs[key] = run
+        return run(unit_input)
 
     def extra_repr(self) -> str:
         decided = 0 if self.gate is None else self.gate.decided.numel()

@@ -33,6 +33,7 @@ from ..methods.decoupling.model import DecoupledModel
 from .executed_unit import ChannelLink, ExecutedUnit
 from .folding import folded_weights
 from .gate_program import GateProgram
+from .kernels import DEFAULT_KERNELS, KERNELS
 from .links import direct_links, record_dataflow
 
 BATCH_MODES = ("union", "mask")
@@ -132,7 +133,7 @@ def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | N
 
 
 def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None, *,
-                      batch_mode: str = "union") -> ExecutedNetwork:
+                      batch_mode: str = "union", kernels: tuple[str, ...] = DEFAULT_KERNELS) -> ExecutedNetwork:
     """An :class:`ExecutedNetwork` computing what ``model`` computes in evaluation, skipping closed filters.
 
     Args:
@@ -140,29 +141,35 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
         calibration: inputs (a tensor, or an iterable of batches) over which silent filters are removed
             and energetic ones fixed; None evaluates every gate at run time (exact on any input).
         batch_mode: ``"union"`` or ``"mask"``, see :class:`ExecutedUnit`.
+        kernels: the convolution kernels each unit chooses from per shape, by timing (:mod:`.kernels`);
+            ``("nchw",)`` runs PyTorch's default path only.
     """
     if not isinstance(model, DecoupledModel):
         raise UserInputError(f"compile_decoupled takes a DecoupledModel, got {type(model).__name__}; "
                              "use compile_network for a model without gates.")
     _check_batch_mode(batch_mode)
+    _check_kernels(kernels)
     plans = dict(zip(model.gated_units, filter_plans(model, calibration)))
     controllers = {name: module.controller for name, module in zip(model.gated_units, model.gate_modules())}
     network = base_network(model).eval()
-    return _build(network, model.input_shape, plans, controllers, batch_mode, model.input_mean, model.input_std)
+    return _build(network, model.input_shape, plans, controllers, batch_mode, kernels, model.input_mean,
+                  model.input_std)
 
 
-def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32)) -> ExecutedNetwork:
-    """A network without gates run by the same executor (BatchNorm folded, every filter computed): the dense
-    model timed through the same code path as a decoupled one."""
+def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), *,
+                    kernels: tuple[str, ...] = DEFAULT_KERNELS) -> ExecutedNetwork:
+    """A network without gates run by the same executor (BatchNorm folded, every filter computed, the same
+    kernel choice): the dense model timed through the same code path as a decoupled one."""
+    _check_kernels(kernels)
     if isinstance(model, DecoupledModel):
         model = base_network(model)
     network = copy.deepcopy(model).eval()
-    return _build(network, input_shape, {}, {}, "union", getattr(model, "input_mean", None),
+    return _build(network, input_shape, {}, {}, "union", kernels, getattr(model, "input_mean", None),
                   getattr(model, "input_std", None))
 
 
 def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], controllers: dict[str, nn.Module],
-           batch_mode: str, input_mean, input_std) -> ExecutedNetwork:
+           batch_mode: str, kernels: tuple[str, ...], input_mean, input_std) -> ExecutedNetwork:
     units = find_units(network, input_shape)
     dataflow = record_dataflow(network, input_shape)
     links = direct_links(dataflow, units)
@@ -177,7 +184,7 @@ def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], contro
         fixed = plan.fixed if plan is not None else torch.arange(unit.out_channels)
         producer = links.get(unit.name)
         executed = ExecutedUnit(unit.conv, weight, bias, fixed, gate, input_link=output_links.get(producer),
-                                output_link=output_links.get(unit.name), batch_mode=batch_mode)
+                                output_link=output_links.get(unit.name), batch_mode=batch_mode, kernels=kernels)
         _set_submodule(network, unit.name, executed)
         if unit.bn_name is not None:
             _set_submodule(network, unit.bn_name, nn.Identity())
@@ -194,6 +201,12 @@ def _check_foldable(units: list[Unit], dataflow) -> None:
             if name is not None and calls.get(name, 0) > 1:
                 raise UserInputError(f"module {name!r} is called {calls[name]} times in one forward pass; the executor "
                                      "folds each conv with its BatchNorm, so give each call site its own module.")
+
+
+def _check_kernels(kernels: tuple[str, ...]) -> None:
+    unknown = [name for name in kernels if name not in KERNELS]
+    if unknown or not kernels:
+        raise UserInputError(f"kernels must be a non-empty choice of {', '.join(KERNELS)}, got {list(kernels)}.")
 
 
 def _check_batch_mode(batch_mode: str) -> None:

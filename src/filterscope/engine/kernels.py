@@ -1,0 +1,82 @@
+"""The ways one small convolution can run on the CPU, and a per-shape choice between them by timing.
+
+At batch 1 PyTorch's default CPU path for these convolutions is im2col + GEMM in NCHW
+(``slow_conv2d``); oneDNN's direct convolution in channels-last layout is faster for some shapes
+(measured here: a 16→16 stride-2 3×3 conv on 32×32, 70 → 29 µs) and slower for others (4→16 on
+32×32, 28 → 55 µs); oneDNN with weights packed ahead of time into its own blocked layout saves the
+reorder on every call. No fixed rule picks right across the shapes a decoupled network produces, so
+each executed unit times the candidates once per shape it meets (as cuDNN's benchmark mode does on
+GPUs) and keeps the fastest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def _nchw(weight: torch.Tensor, bias: torch.Tensor, geometry: dict, input_shape) -> Callable:
+    def run(unit_input: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(unit_input.contiguous(), weight, bias, **geometry)
+    return run
+
+
+def _channels_last(weight: torch.Tensor, bias: torch.Tensor, geometry: dict, input_shape) -> Callable:
+    weight = weight.contiguous(memory_format=torch.channels_last)
+
+    def run(unit_input: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(unit_input.contiguous(memory_format=torch.channels_last), weight, bias, **geometry)
+    return run
+
+
+def _packed(weight: torch.Tensor, bias: torch.Tensor, geometry: dict, input_shape) -> Callable:
+    """oneDNN with the weight reordered once into its blocked layout for this input shape (what
+    torch.compile's CPU freezing does); ``torch.ops.mkldnn._convolution_pointwise`` runs it."""
+    stride, padding, dilation, groups = (list(geometry["stride"]), geometry["padding"], list(geometry["dilation"]),
+                                         geometry["groups"])
+    if isinstance(padding, str):
+        raise ValueError("string padding")
+    padding = list(padding)
+    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), padding, stride, dilation, groups,
+                                                       list(input_shape))
+    operator = torch.ops.mkldnn._convolution_pointwise
+
+    def run(unit_input: torch.Tensor) -> torch.Tensor:
+        return operator(unit_input, packed, bias, padding, stride, dilation, groups, "none", [], "")
+    return run
+
+
+#: The candidate implementations, by name: the single list of names ``kernels=`` accepts.
+KERNELS: dict[str, Callable] = {"nchw": _nchw, "channels_last": _channels_last, "packed": _packed}
+DEFAULT_KERNELS = ("nchw", "channels_last", "packed")
+
+
+def fastest_kernel(names: tuple[str, ...], unit_input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                   geometry: dict, rounds: int = 3, calls: int = 4) -> tuple[str, Callable]:
+    """The fastest of the kernels ``names`` on this input shape: best of ``rounds`` timings of ``calls`` calls.
+
+    A kernel that fails to build or run for this shape (e.g. oneDNN's packed form for string padding)
+    is left out; ``nchw`` always works.
+    """
+    built: dict[str, Callable] = {}
+    for name in names:
+        try:
+            run = KERNELS[name](weight, bias, geometry, tuple(unit_input.shape))
+            run(unit_input)
+        except (RuntimeError, ValueError):
+            continue
+        built[name] = run
+    if len(built) <= 1:
+        return next(iter(built.items())) if built else ("nchw", _nchw(weight, bias, geometry, None))
+    best: dict[str, float] = {name: float("inf") for name in built}
+    for _ in range(rounds):
+        for name, run in built.items():  # interleaved, so a burst of load hits every candidate alike
+            start = time.perf_counter()
+            for _ in range(calls):
+                run(unit_input)
+            best[name] = min(best[name], time.perf_counter() - start)
+    name = min(best, key=best.get)
+    return name, built[name]
