@@ -82,6 +82,8 @@ def _cases(tmp_path: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("plugin with a syntax error", ["--plugin", bad["syntax"], "models"], "SyntaxError"),
         ("train into a finished run", ["train", *digits, "--epochs", "1", "--run-dir", run], "--resume to continue it"),
         ("decouple into a finished run", ["decouple", *digits, "--epochs", "1", "--run-dir", run], "--overwrite to replace it"),
+        ("decouple shorter than its path fine-tuning", ["decouple", *digits, "--epochs", "10", "--run-dir", tmp_path / "short"],
+         "leaves none of the 10 epochs to train the gates"),
         ("demo into a finished run", ["demo", "--run-dir", run], "already holds a run"),
         ("train --run-dir is a file", ["train", *digits, "--run-dir", a_file], "is a file, not a folder"),
         ("demo --run-dir is a file", ["demo", "--run-dir", a_file], "is a file, not a folder"),

@@ -74,22 +74,29 @@ def add_decouple_parser(verbs) -> None:
     from ..core.config import add_dataclass_arguments
     from ..methods.decoupling import DecoupleConfig
     from ..pipelines.decoupling import DecouplingRunOptions
-    from ..pipelines.recipes import RECIPES
+    from ..pipelines.recipes import DEFAULT_CONFIG, PAPER_CONFIG, RECIPES, config_values
     from ..training.train import TrainConfig
 
     parser = verbs.add_parser(
         "decouple", help="decouple a pretrained model: gates + L_mi, L_kl, L_s, trained with the common loop",
-        description="The main options are flags; every other option (see docs/decoupling-options.md) is set with "
+        description=f"Without --config the settings are the bundled config '{DEFAULT_CONFIG}' (the defaults shown below): "
+                    "those of the best measured recipe, resnet20-cifar10-2x, less what belongs to its network "
+                    f"(src/filterscope/pipelines/recipes/{DEFAULT_CONFIG}.yaml); --config {PAPER_CONFIG} gives the paper's. "
+                    "The main options are flags; every other option (see docs/decoupling-options.md) is set with "
                     "--set NAME=VALUE or in a --config file.", formatter_class=DefaultsShown,
     )
-    parser.add_argument("--config", help="YAML file of options, flat or in sections train/decouple/options, or the name of "
-                        f"a bundled recipe ({', '.join(RECIPES)}); --set and flags override it")
+    parser.add_argument("--config", action="append", default=argparse.SUPPRESS, metavar="FILE_OR_NAME",
+                        help="YAML file of options (flat or in sections train/decouple/options) or a bundled config's name "
+                             f"({', '.join(RECIPES)}); repeatable, later ones win; --set and flags override it. A file of "
+                             f"your own starts from the dataclasses' defaults, not from '{DEFAULT_CONFIG}' (put --config "
+                             f"{DEFAULT_CONFIG} before it for those) (default: {DEFAULT_CONFIG}; resuming: what the run recorded)")
     parser.add_argument("--set", dest="set_options", action="append", default=[], metavar="NAME=VALUE",
                         help="any option of the config file, VALUE read as YAML (e.g. --set sparsity_on=evaluation "
                              "--set 'include=[layer*.conv1]'); repeatable; flags override it")
+    defaults = config_values(DEFAULT_CONFIG)  # what the help shows: the values a run without --config starts from
     for options in (TrainConfig, DecoupleConfig, DecouplingRunOptions):
         add_dataclass_arguments(parser, options, skip=tuple(f.name for f in dataclasses.fields(options)
-                                                            if f.name not in DECOUPLE_FLAGS))
+                                                            if f.name not in DECOUPLE_FLAGS), defaults=defaults)
     parser.add_argument("--include", dest="include", nargs="*", default=argparse.SUPPRESS, help="unit name patterns to gate")
     parser.add_argument("--exclude", dest="exclude", nargs="*", default=argparse.SUPPRESS, help="unit name patterns not to gate")
     add_run_dir_arguments(parser)
@@ -97,13 +104,40 @@ def add_decouple_parser(verbs) -> None:
 
 
 def _decouple_file_values(args) -> dict:
-    """The --config file's values (flat, under today's option names) with the --set values over them."""
+    """The values --config gives (flat, under today's option names; without --config the bundled
+    'default', or what a resumed run recorded) with the --set values over them. A preset named by
+    --set or a flag takes the loss weights and R it sets away from --config (see ``layered``)."""
+    from ..methods.decoupling.presets import PRESET_FIELDS
+    from ..pipelines.recipes import config_values, layered
+
+    set_values = _set_values(args)
+    flag_values = {name: getattr(args, name) for name in ("preset", *PRESET_FIELDS) if hasattr(args, name)}
+    if hasattr(args, "config"):
+        base = layered(*(config_values(config) for config in args.config))
+    else:
+        base = _default_values({**set_values, **vars(args)})
+    return layered(base, set_values, flag_values)
+
+
+def _default_values(given: dict) -> dict:
+    """What a run without --config starts from: the bundled 'default' config, or for a resumed run the
+    settings it recorded (a run begun by an earlier version, whose defaults were the dataclasses', goes on as it began)."""
+    from ..pipelines.recipes import DEFAULT_CONFIG, config_values, recorded_run_settings
+    from ..training.train import TrainConfig
+
+    run_dir = given.get("run_dir") or TrainConfig.run_dir
+    if given.get("resume") and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+        return recorded_run_settings(run_dir)
+    return config_values(DEFAULT_CONFIG)
+
+
+def _set_values(args) -> dict:
+    """The --set NAME=VALUE assignments, values read as YAML, under today's option names."""
     import yaml
 
     from ..methods.decoupling.legacy import upgrade_settings
-    from ..pipelines.recipes import config_values
 
-    values = config_values(args.config)
+    values: dict = {}
     for assignment in args.set_options:
         name, equals, text = assignment.partition("=")
         if not equals or not name.strip():
@@ -116,16 +150,25 @@ def _decouple_file_values(args) -> dict:
     return values
 
 
-def run_decouple(args) -> int:
-    from ..core import distributed
+def decouple_configs(args: argparse.Namespace) -> list:
+    """``(TrainConfig, DecoupleConfig, DecouplingRunOptions)`` of parsed ``filterscope decouple`` flags:
+    the dataclasses' defaults ← --config (without it the bundled 'default') ← --set ← flags."""
     from ..core.config import resolve_configs
     from ..methods.decoupling import DecoupleConfig
-    from ..pipelines.decoupling import DecouplingRunOptions, run_decoupling
+    from ..pipelines.decoupling import DecouplingRunOptions
     from ..training.train import TrainConfig
 
     file_values = _decouple_file_values(args)
-    train_config, decouple_config, options = resolve_configs((TrainConfig, DecoupleConfig, DecouplingRunOptions), args, file_values)
+    configs = resolve_configs((TrainConfig, DecoupleConfig, DecouplingRunOptions), args, file_values)
     _require_model_and_data(args, file_values)
+    return configs
+
+
+def run_decouple(args) -> int:
+    from ..core import distributed
+    from ..pipelines.decoupling import run_decoupling
+
+    train_config, decouple_config, options = decouple_configs(args)
     train_config = _start_run(args, train_config)
     summary = run_decoupling(train_config, decouple_config, options)
     if distributed.is_main_process():

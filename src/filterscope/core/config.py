@@ -75,9 +75,11 @@ def field_descriptions(cls: type) -> dict[str, str]:
     return descriptions
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                            defaults: dict[str, Any] | None = None) -> None:
     """Add one flag per field of ``cls``, explained as its docstring explains the field; flags not
-    given stay absent from the namespace."""
+    given stay absent from the namespace. ``defaults`` are the values the help shows where the verb
+    starts from other values than the dataclass's (``filterscope decouple``'s bundled ``default`` config)."""
     hints = typing.get_type_hints(cls)
     descriptions = field_descriptions(cls)
     for field in dataclasses.fields(cls):
@@ -85,6 +87,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tu
             continue
         kind = _base_type(hints[field.name])
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        default = (defaults or {}).get(field.name, default)
         description = descriptions.get(field.name, "").replace("%", "%%")  # argparse formats help with %
         help_text = f"{description} (default: {default})".lstrip()
         if kind is bool:

@@ -212,6 +212,11 @@ def check_run_settings(train_config: TrainConfig, decouple_config: DecoupleConfi
         raise UserInputError("distillation during path fine-tuning needs a path fine-tuning phase; set path_finetune_epochs > 0.")
     if options.teacher_weights and not options.distill_weight > 0:
         raise UserInputError("a teacher checkpoint was given without a distillation weight; set distill_weight > 0.")
+    finetune = decouple_config.path_finetune_epochs
+    if finetune and finetune >= train_config.epochs:  # the gates would be frozen from the first step, never trained
+        raise UserInputError(f"path fine-tuning takes the last {finetune:g} epochs, which leaves none of the "
+                             f"{train_config.epochs} epochs to train the gates; give more epochs or set "
+                             f"path_finetune_epochs below {train_config.epochs} (0 for none).")
     flops_target_start(train_config, decouple_config, options)
 
 

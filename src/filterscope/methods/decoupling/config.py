@@ -4,6 +4,11 @@
 the loss weights and R). ``EXTENSION_FIELDS`` are this project's additions, each one option whose
 default is the paper's behaviour where the paper has one; docs/decoupling-options.md says what each
 does, why it exists and what it measured.
+
+These defaults are the API's (``DecoupleConfig()``, ``decouple(model)``) and what a stored config that
+lacks a field was run with. ``filterscope decouple`` starts from other ones: the bundled config
+``default`` (``pipelines/recipes/default.yaml``, the best measured recipe's settings that do not depend
+on the network); its ``--config paper`` is these defaults with the gate input unstandardised (Eq. 4 as written).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ...core.config import check_choices
 from ...core.errors import UserInputError
-from .presets import PRESET_FOR_MODEL, PRESETS
+from .presets import PRESET_FIELDS, PRESET_FOR_MODEL, PRESETS
 
 SPARSITY_FORMS = ("paper", "mean", "batch", "network")
 GATE_BIAS_ORDERS = ("uniform", "bn_scale")
@@ -123,7 +128,7 @@ class DecoupleConfig:
                 if values[name] is None:
                     values[name] = value
         defaults = PRESETS["resnet56"]
-        for name in ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio"):
+        for name in PRESET_FIELDS:
             if values[name] is None:
                 values[name] = defaults[name]
         values["preset"] = preset

@@ -6,6 +6,10 @@ list of (name pattern, R) pairs where it differs per layer). Any value can be ov
 
 from __future__ import annotations
 
+# The fields a preset sets: a preset named where these are already set (by a lower layer of a
+# configuration: a bundled config, a file) takes them over, so that its row of Table 5 applies.
+PRESET_FIELDS = ("lambda_mi", "lambda_kl", "lambda_sparsity", "sparsity_ratio")
+
 PRESETS: dict[str, dict] = {
     "resnet56": {"lambda_mi": 0.01, "lambda_kl": 1.0, "lambda_sparsity": 0.00015, "sparsity_ratio": 0.0},
     "vggnet": {"lambda_mi": 0.04, "lambda_kl": 1.0, "lambda_sparsity": 0.0002, "sparsity_ratio": 0.0},
