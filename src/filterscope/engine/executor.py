@@ -159,9 +159,11 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
 def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), *,
                     kernels: tuple[str, ...] = DEFAULT_KERNELS) -> ExecutedNetwork:
     """A network without gates run by the same executor (BatchNorm folded, every filter computed, the same
-    kernel choice): the dense model timed through the same code path as a decoupled one."""
+    kernel choice): the dense model timed through the same code path as a decoupled one. Given a decoupled
+    model, its network without the gates (and its own input shape) is compiled."""
     _check_kernels(kernels)
     if isinstance(model, DecoupledModel):
+        input_shape = model.input_shape
         model = base_network(model)
     network = copy.deepcopy(model).eval()
     return _build(network, input_shape, {}, {}, "union", kernels, getattr(model, "input_mean", None),

@@ -1,0 +1,198 @@
+"""``filterscope bench``: how fast a decoupled model really runs, beside dense and statically pruned ones.
+
+Rows, each timed in one run side by side (see :mod:`filterscope.engine.latency`), with accuracy and FLOPs:
+
+- ``dense``: the dense network as PyTorch runs it (``model.eval()``); ``dense executor``: the same
+  network through the executor with no gates (BatchNorm folded, same kernels), the fairer reference;
+- ``decoupled (masked)``: the decoupled model as trained, every filter computed and closed ones zeroed;
+- ``executor``: :func:`~filterscope.engine.compile_decoupled`, calibrated on training images;
+- ``static per path``: for each input, a copy with exactly its open filters and no gates (the ceiling);
+- ``pruned`` / ``pruned executor``: a statically pruned network (e.g. Torch-Pruning at equal FLOPs), if given.
+
+The speedup reported is against the faster of the two dense rows. Kernel routes (which convolution
+kernels the executor may choose from) are timed as extra pairs of rows, each with its own dense reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..analyses.evaluate import evaluate
+from ..core.flops import count_flops_reference
+from ..core.threads import use_threads
+from ..data import load_dataset
+from ..engine import DEFAULT_KERNELS, compile_decoupled, compile_network
+from ..engine.latency import time_latency, time_throughput
+from ..methods.decoupling import load_decoupled
+from ..models import load_weights
+from ..models.pruned import load_pruned
+from ..models.registry import create_model, model_spec
+
+ROUTES = {"stock": ("nchw",), "channels-last": ("nchw", "channels_last"), "packed": ("nchw", "packed"),
+          "all": DEFAULT_KERNELS}
+
+
+@dataclass
+class BenchOptions:
+    """What ``filterscope bench`` measures (see the module docstring)."""
+
+    weights: str  # the decoupled checkpoint
+    data: str
+    dense_weights: str | None = None  # the dense model whose accuracy the dense rows report
+    pruned: str | None = None  # a statically pruned checkpoint (models.pruned format)
+    inputs: int = 200  # test images timed at batch 1, each on its own path
+    repeats: int = 30
+    threads: int = 1  # latency threads
+    batch_size: int = 64
+    throughput_threads: int = 2
+    throughput_batches: int = 8
+    throughput_repeats: int = 10
+    calibration: int = 5000  # training images the executor is calibrated on
+    routes: tuple[str, ...] = tuple(ROUTES)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def run_bench(options: BenchOptions) -> dict:
+    """Measure every row; the result dict (``rows``, ``routes``, ``throughput``, the settings and the machine)."""
+    decoupled = load_decoupled(options.weights)
+    name = decoupled.model_name
+    spec = model_spec(name)
+    test = load_dataset(options.data, "test", mean=spec.mean, std=spec.std, expected_image_shape=spec.input_shape)
+    train = load_dataset(options.data, "train", mean=spec.mean, std=spec.std, expected_image_shape=spec.input_shape)
+    models = _models(decoupled, train, options)
+    rows = _accuracy_and_flops(models, decoupled, test, options)
+    inputs = _spread(test, options.inputs)
+    use_threads(options.threads)
+    latency = _latency(models, decoupled, inputs, options)
+    for row in rows:
+        row.update({"latency_us": latency[row["name"]]})
+    dense_best = min(latency["dense"]["median"], latency["dense executor"]["median"])
+    for row in rows:
+        row["speedup"] = dense_best / row["latency_us"]["median"]
+        row["flops_reduction"] = rows[0]["flops"] / row["flops"] if row.get("flops") else None
+    routes = {route: {"executor_us": latency[f"executor [{route}]"], "dense_us": latency[f"dense executor [{route}]"]}
+              for route in options.routes}
+    use_threads(options.throughput_threads)
+    throughput = _throughput(models, test, options)
+    return {"model": name, "checkpoint": options.weights, "rows": rows, "routes": routes, "throughput": throughput,
+            "settings": {k: v for k, v in asdict(options).items() if k != "extra"}, "torch": torch.__version__,
+            "platform": platform.platform(), **options.extra}
+
+
+def _models(decoupled, train, options: BenchOptions) -> dict:
+    calibration = torch.stack([train[i][0] for i in _indices(len(train), options.calibration)])
+    models = {"decoupled (masked)": decoupled, "executor": compile_decoupled(decoupled, calibration),
+              "dense executor": compile_network(decoupled)}
+    dense = create_model(decoupled.model_name, decoupled.num_classes)
+    if options.dense_weights:
+        load_weights(dense, options.dense_weights)
+    models["dense"] = dense.eval()
+    for route in options.routes:
+        models[f"executor [{route}]"] = compile_decoupled(decoupled, calibration, kernels=ROUTES[route])
+        models[f"dense executor [{route}]"] = compile_network(decoupled, kernels=ROUTES[route])
+    if options.pruned:
+        pruned = load_pruned(options.pruned)
+        models["pruned"] = pruned
+        models["pruned executor"] = compile_network(pruned, decoupled.input_shape)
+    return models
+
+
+def _indices(length: int, count: int) -> list[int]:
+    count = min(count, length)
+    return [round(i * length / count) for i in range(count)]
+
+
+def _spread(dataset, count: int) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in _indices(len(dataset), count)])
+
+
+def _accuracy_and_flops(models: dict, decoupled, test, options: BenchOptions) -> list[dict]:
+    loader = DataLoader(test, batch_size=256)
+    dense_flops = count_flops_reference(models["dense"], decoupled.input_shape)
+    per_input = []
+    masked = evaluate(decoupled, loader, decoupled.num_classes, progress=options.progress, description="masked",
+                      observe=lambda labels, logits: per_input.append(decoupled.cost_model.per_input(decoupled.last_gates())))
+    decoupled_flops = float(torch.cat(per_input).mean())
+    executed = evaluate(models["executor"], loader, decoupled.num_classes, progress=options.progress, description="executor")
+    rows = [
+        {"name": "dense", "flops": dense_flops,
+         "accuracy": evaluate(models["dense"], loader, decoupled.num_classes, progress=False).accuracy
+         if options.dense_weights else None},
+        {"name": "dense executor", "flops": dense_flops, "accuracy": None},
+        {"name": "decoupled (masked)", "flops": decoupled_flops, "accuracy": masked.accuracy},
+        {"name": "executor", "flops": decoupled_flops, "accuracy": executed.accuracy},
+        {"name": "static per path", "flops": decoupled_flops, "accuracy": masked.accuracy},
+    ]
+    if "pruned" in models:
+        pruned_flops = count_flops_reference(models["pruned"], decoupled.input_shape)
+        accuracy = evaluate(models["pruned"], loader, decoupled.num_classes, progress=False).accuracy
+        rows += [{"name": "pruned", "flops": pruned_flops, "accuracy": accuracy},
+                 {"name": "pruned executor", "flops": pruned_flops, "accuracy": accuracy}]
+    return rows
+
+
+def _latency(models: dict, decoupled, inputs: torch.Tensor, options: BenchOptions) -> dict:
+    """Batch-1 latency of every model, the per-path static copies built from each input's own gates."""
+    with torch.no_grad():
+        decoupled(inputs)
+    gates = decoupled.last_gates()
+    copies: dict[bytes, object] = {}
+    static = []
+    for index in range(inputs.shape[0]):
+        path = [layer[index] for layer in gates]
+        key = torch.cat(path).gt(0.5).numpy().tobytes()
+        if key not in copies:
+            copies[key] = models["executor"].specialized(path)
+        static.append(copies[key])
+    runs = {name: (lambda i, m=model: m(inputs[i:i + 1])) for name, model in models.items()}
+    runs["static per path"] = lambda i: static[i](inputs[i:i + 1])
+    bar = tqdm(total=options.repeats, desc="latency", disable=not options.progress, leave=False)
+    try:
+        return time_latency(runs, inputs.shape[0], repeats=options.repeats, progress=bar.update)
+    finally:
+        bar.close()
+
+
+def _throughput(models: dict, test, options: BenchOptions) -> dict:
+    size = options.batch_size  # a small test split is reused from its start
+    batches = [torch.stack([test[i % len(test)][0] for i in range(b * size, (b + 1) * size)])
+               for b in range(options.throughput_batches)]
+    union = models["executor"]
+    runs = {"dense": models["dense"], "dense executor": models["dense executor"],
+            "decoupled (masked)": models["decoupled (masked)"], "executor (union)": union}
+    runs["executor (mask)"] = copy.deepcopy(union)
+    runs["executor (mask)"].set_batch_mode("mask")
+    if "pruned" in models:
+        runs["pruned"], runs["pruned executor"] = models["pruned"], models["pruned executor"]
+    return time_throughput({k: (lambda batch, m=m: m(batch)) for k, m in runs.items()}, batches,
+                           repeats=options.throughput_repeats)
+
+
+def bench_table(result: dict) -> str:
+    """The result as markdown: one row per model (latency, speedup, FLOPs, accuracy), the kernel routes and
+    the batch throughput."""
+    lines = ["| model | top-1 | FLOPs (M) | FLOPs reduction | batch-1 latency (µs, median [p10, p90]) | speedup vs faster dense |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        latency = row["latency_us"]
+        accuracy = "—" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        lines.append(f"| {row['name']} | {accuracy} | {row['flops'] / 1e6:.1f} | {row['flops_reduction']:.2f}× | "
+                     f"{latency['median']:.0f} [{latency['p10']:.0f}, {latency['p90']:.0f}] | {row['speedup']:.2f}× |")
+    lines += ["", "| kernel route | dense executor (µs) | executor (µs) | ratio |", "|---|---|---|---|"]
+    for route, times in result["routes"].items():
+        dense, executed = times["dense_us"]["median"], times["executor_us"]["median"]
+        lines.append(f"| {route} | {dense:.0f} | {executed:.0f} | {dense / executed:.2f}× |")
+    settings = result["settings"]
+    dense = result["throughput"]["dense"]["median"]
+    lines += ["", f"| batch {settings['batch_size']}, {settings['throughput_threads']} threads | images/s | vs dense |",
+              "|---|---|---|"]
+    for name, value in result["throughput"].items():
+        lines.append(f"| {name} | {value['median']:.0f} | {value['median'] / dense:.2f}× |")
+    return "\n".join(lines) + "\n"
