@@ -47,6 +47,7 @@ from filterscope.data import load_dataset
 from filterscope.methods.distillation import DistillationObjective, Teacher
 from filterscope.models import create_model, model_spec
 from filterscope.models.checkpoint import read_checkpoint, save_atomically
+from filterscope.models.pruned import load_pruned
 from filterscope.training.train import TrainConfig, train
 
 RESULTS = results_dir("static_pruning")
@@ -161,38 +162,9 @@ def search_ratio(dense: nn.Module, target_flops: int) -> tuple[float, int, list[
     return ratio, flops, probes
 
 
-def shrink_to_channels(model: nn.Module, channels: dict[str, int]) -> nn.Module:
-    """Replace, in place, each named ``block.conv1`` (and the block's ``bn1`` and ``conv2`` inputs) by one with that
-    many filters, freshly initialised: the shapes a Torch-Pruning run left, ready for its state dict."""
-    for name, kept in channels.items():
-        block_name, conv_name = name.rsplit(".", 1)
-        if conv_name != "conv1":
-            raise UserInputError(f"{name}: only the first conv of a residual block can be shrunk here.")
-        block = model.get_submodule(block_name)
-        conv1, bn1, conv2 = block.conv1, block.bn1, block.conv2
-        block.conv1 = nn.Conv2d(conv1.in_channels, kept, conv1.kernel_size, conv1.stride, conv1.padding,
-                                bias=conv1.bias is not None)
-        block.bn1 = nn.BatchNorm2d(kept, eps=bn1.eps, momentum=bn1.momentum)
-        block.conv2 = nn.Conv2d(kept, conv2.out_channels, conv2.kernel_size, conv2.stride, conv2.padding,
-                                bias=conv2.bias is not None)
-    return model
-
-
 def load_torch_pruned(path: str | Path) -> nn.Module:
-    """The pruned network saved by this script, rebuilt without Torch-Pruning, in evaluation mode.
-
-    The file holds ``{"model": registered name, "num_classes", "channels": {conv: kept filters}, "state_dict"}``;
-    the registered CIFAR ResNet is built, its listed ``layer*.conv1`` (with ``bn1`` and the next ``conv2``'s input)
-    shrunk to those widths, and the state dict loaded strictly.
-    """
-    payload = read_checkpoint(path)
-    missing = {"channels", "state_dict"} - set(payload)
-    if missing:
-        raise UserInputError(f"{path} lacks {sorted(missing)}: it is not a torch_pruning_resnet20.py checkpoint.")
-    model = create_model(payload.get("model", "resnet20"), int(payload.get("num_classes", 10)))
-    shrink_to_channels(model, {name: int(kept) for name, kept in payload["channels"].items()})
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    """The pruned network saved by this script, rebuilt without Torch-Pruning (:func:`filterscope.models.pruned.load_pruned`)."""
+    return load_pruned(path)
 
 
 def torch_pruning_version() -> str:
