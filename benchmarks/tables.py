@@ -39,6 +39,9 @@ COLUMNS = {
                "speedup_vs_faster_dense", "json"),
     "overhead": ("run", "model", "setting", "batch_size", "threads", "repeats", "step_seconds_median", "ratio",
                  "ratio_to", "json"),
+    "concepts": ("run", "model", "analysis", "setting", "stage", "images", "switched_off_per_image", "single_iou",
+                 "best_single_iou", "union_iou", "union_over_single", "stayed_on_iou", "score", "filters_with_field",
+                 "filters", "control_score", "detectors", "json"),
 }
 
 
@@ -178,9 +181,23 @@ def engine_rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
+def concepts_rows(path: Path, result: dict) -> list[dict]:
+    """One row per stage: occlusion per fill (IoUs with the box), colour dissection per model variant (scores)."""
+    settings = result["settings"]
+    rows = [{"run": path.stem, "model": "resnet20", "analysis": "occlusion", "setting": f"fill {fill}, box {settings['box']}",
+             "stage": stage, "images": settings["occlusion_images"], **values}
+            for fill, found in result["occlusion"].items() for stage, values in found["per_stage"].items()]
+    rows += [{"run": path.stem, "model": "resnet20", "analysis": "colour dissection", "setting": variant, "stage": stage,
+              "images": settings["dissect_images"], "score": values["score"], "filters_with_field": values["filters_with_field"],
+              "filters": values["filters"], "control_score": values["shuffled_score"], "detectors": values["detectors"]}
+             for variant, found in result["dissection"].items() for stage, values in found["per_stage"].items()]
+    return rows
+
+
 ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
-        "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows}
+        "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
+        "concepts": concepts_rows}
 
 
 def cell(value) -> str:

@@ -18,6 +18,9 @@ from .methods.decoupling.threshold import shift_gate_threshold, threshold_for_fl
 from .core.flops import count_costs
 from .core.errors import UserInputError
 from .analyses.evaluate import EvalResult, evaluate, evaluate_checkpoint
+from .analyses.receptive_fields import field_thresholds, read_units
+from .analyses.occlusion import occlusion_analysis
+from .analyses.dissection import dissect
 from .models import MODELS, create_model, load_weights, register_model
 from .report.html import build_report
 from .io.run_dir import RunDir
@@ -71,4 +74,8 @@ __all__ = [
     "register_model",
     "run_capture",
     "train",
+    "field_thresholds",
+    "read_units",
+    "occlusion_analysis",
+    "dissect",
 ]

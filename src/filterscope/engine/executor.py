@@ -28,8 +28,8 @@ from torch import nn
 from ..core.batches import split_batch
 from ..core.errors import UserInputError
 from ..core.units import Unit, find_units
-from ..methods.decoupling.gate import GatedConv, GatedOutput
 from ..methods.decoupling.model import DecoupledModel
+from ..methods.decoupling.unwrap import base_network
 from .executed_unit import ChannelLink, ExecutedUnit
 from .folding import folded_weights
 from .gate_program import GateProgram
@@ -93,17 +93,6 @@ class ExecutedNetwork(nn.Module):
             unit.fixed = torch.as_tensor(gate).flatten().gt(0.5).nonzero().flatten()
             unit.gate = None
         return copied
-
-
-def base_network(model: DecoupledModel) -> nn.Module:
-    """A copy of the decoupled model's network with its gate wrappers taken out again (plain convs and BNs)."""
-    network = copy.deepcopy(model.network)
-    for name, module in list(network.named_modules()):
-        if isinstance(module, GatedConv):
-            _set_submodule(network, name, module.conv)
-        elif isinstance(module, GatedOutput):
-            _set_submodule(network, name, module.batchnorm)
-    return network
 
 
 @torch.no_grad()
