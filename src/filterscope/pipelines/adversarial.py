@@ -91,7 +91,8 @@ def _first_per_class(targets: np.ndarray, per_class: int, num_classes: int, spli
     return np.concatenate(chosen)
 
 
-def _images(dataset, per_class: int, num_classes: int, split: str, notes: list[str]) -> LabelledImages:
+def first_per_class(dataset, per_class: int, num_classes: int, split: str, notes: list[str]) -> LabelledImages:
+    """The first ``per_class`` images of each class of ``dataset``, in its order (a note where a class has fewer)."""
     indices = _first_per_class(np.asarray(dataset.targets), per_class, num_classes, split, notes)
     images = torch.stack([dataset[int(i)][0] for i in indices]) if len(indices) else torch.zeros(0)
     return LabelledImages(images, np.asarray(dataset.targets)[indices])
@@ -129,8 +130,8 @@ def run_adversarial(options: AdversarialOptions) -> dict[str, Any]:
     loaded = {split: load_dataset(options.data, split, mean=mean, std=std, expected_image_shape=tuple(decoupled.input_shape),
                                   expected_num_classes=decoupled.num_classes) for split in ("train", "test")}
     notes: list[str] = []
-    train = _images(loaded["train"], options.pool_per_class, decoupled.num_classes, "train", notes)
-    test = _images(loaded["test"], options.test_per_class, decoupled.num_classes, "test", notes)
+    train = first_per_class(loaded["train"], options.pool_per_class, decoupled.num_classes, "train", notes)
+    test = first_per_class(loaded["test"], options.test_per_class, decoupled.num_classes, "test", notes)
     device = resolve_device(options.device)
     decoupled = decoupled.to(device)
     dense = base_network(decoupled).to(device)
