@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UserInputError
+from ..core.eval_mode import evaluation_mode
 from .adversarial_features import DEFAULT_FEATURES, check_features, image_features, path_features
 from .adversarial_pair import PairPaths, pair_paths
 from .attacks import ATTACKS, AttackConfig, AttackResult, attack
@@ -177,13 +178,9 @@ def _dense_fooled(dense_network: nn.Module, result: AttackResult, batch_size: in
     if len(kept) == 0:
         return float("nan")
     device = next(dense_network.parameters()).device
-    was_training = dense_network.training
-    dense_network.eval()
-    try:
+    with evaluation_mode(dense_network):
         predictions = torch.cat([dense_network(result.adversarial[kept[i:i + batch_size]].to(device)).argmax(1).cpu()
                                  for i in range(0, len(kept), batch_size)]).numpy()
-    finally:
-        dense_network.train(was_training)
     return float((predictions != result.labels[kept]).mean())
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..core.capture import capture
 from ..core.errors import UserInputError
+from ..core.eval_mode import evaluation_mode
 from ..core.units import Unit, find_units
 from .routing_paths import CriticalPathConfig, critical_routing_paths
 
@@ -44,20 +45,16 @@ def check_features(names: Sequence[str]) -> tuple[str, ...]:
 def path_features(decoupled: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """The binary calculation path of each image, (N, Σ N^l) bool, from ``decoupled.last_gates()``.
 
-    The model runs in evaluation mode (hard gates); its training flag is restored afterwards.
+    The model runs in evaluation mode (hard gates); its modules' training flags are restored afterwards.
     """
     if not hasattr(decoupled, "last_gates"):
         raise UserInputError("the model has no gates; decouple it first (filterscope decouple, or fs.decouple).")
     device = next(decoupled.parameters()).device
-    was_training = decoupled.training
-    decoupled.eval()
-    try:
-        paths = []
+    paths = []
+    with evaluation_mode(decoupled):
         for start in range(0, len(images), batch_size):
             decoupled(images[start:start + batch_size].to(device))
             paths.append(torch.cat([gates.gt(0.5) for gates in decoupled.last_gates()], dim=1).cpu())
-    finally:
-        decoupled.train(was_training)
     width = sum(getattr(decoupled, "out_channels", []))
     return torch.cat(paths).numpy() if paths else np.zeros((0, width), dtype=bool)
 
@@ -77,14 +74,10 @@ def pooled_activations(network: nn.Module, units: Sequence[Unit], images: torch.
                        batch_size: int = 256) -> np.ndarray:
     """GAP of each unit's post-activation output, (N, Σ C_k) float32 (``core.capture`` at ``where="post"``)."""
     device = next(network.parameters()).device
-    was_training = network.training
-    network.eval()
-    try:
+    with evaluation_mode(network):
         with capture(network, units, ("mean",), where="post", num_samples=max(len(images), 1)) as recorder:
             for start in range(0, len(images), batch_size):
                 network(images[start:start + batch_size].to(device))
-    finally:
-        network.train(was_training)
     arrays = recorder.arrays["mean"]
     return np.concatenate([arrays[unit.name] for unit in units], axis=1)
 

@@ -16,7 +16,7 @@ threshold is 0 by default (:attr:`AttackConfig.zero_gradient_threshold`), which 
 
 The model is attacked as it is (a decoupled model with its evaluation gates, whose hard gates pass no
 gradient; the gradient flows through the open filters). Its training flag is set to evaluation for the
-attack and restored afterwards; nothing else of it changes.
+attack and restored afterwards, module by module; nothing else of it changes.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UserInputError
+from ..core.eval_mode import evaluation_mode
 
 ATTACKS = ("fgsm", "pgd")
 
@@ -156,6 +159,12 @@ def perturb_pixels(model: PixelSpaceModel, pixels: torch.Tensor, classes: torch.
                    targeted: bool) -> torch.Tensor:
     """One batch of adversarial pixels from captum (``classes``: true labels, or the targets when ``targeted``)."""
     FGSM, PGD = _captum()
+    with warnings.catch_warnings():  # PGD hands its inner FGSM detached steps; captum warns that it sets requires_grad
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+        return _perturb(FGSM, PGD, model, pixels, classes, config, targeted)
+
+
+def _perturb(FGSM, PGD, model, pixels, classes, config: AttackConfig, targeted: bool) -> torch.Tensor:
     if config.method == "fgsm":
         fgsm = FGSM(model, cross_entropy_per_image, lower_bound=0.0, upper_bound=1.0)
         fgsm.zero_thresh = config.zero_gradient_threshold
@@ -193,20 +202,16 @@ def attack(model: nn.Module, images: torch.Tensor, labels: Sequence[int] | torch
     if config.random_start:
         torch.manual_seed(config.seed)
     adversarial, clean_predictions, adversarial_predictions = [], [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         for start in range(0, len(images), config.batch_size):
             batch = slice(start, start + config.batch_size)
-            pixels = pixel_model.to_pixels(images[batch].to(device)).requires_grad_()  # captum wants it
+            pixels = pixel_model.to_pixels(images[batch].to(device))
             classes = (targets if targets is not None else labels)[batch].to(device)
             perturbed = perturb_pixels(pixel_model, pixels, classes, config, targeted=targets is not None)
             with torch.no_grad():
-                clean_predictions.append(pixel_model(pixels.detach()).argmax(1).cpu())
+                clean_predictions.append(pixel_model(pixels).argmax(1).cpu())
                 adversarial_predictions.append(pixel_model(perturbed).argmax(1).cpu())
             adversarial.append(pixel_model.to_inputs(perturbed).cpu())
-    finally:
-        model.train(was_training)
     empty = torch.zeros(0, dtype=torch.long)
     return AttackResult(
         adversarial=torch.cat(adversarial) if adversarial else images[:0].clone(),

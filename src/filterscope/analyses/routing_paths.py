@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UserInputError
+from ..core.eval_mode import evaluation_mode
 from ..core.hooks import Hooks
 from ..core.units import Unit
 
@@ -155,17 +156,13 @@ def critical_routing_paths(network: nn.Module, units: Sequence[Unit], images: to
         raise UserInputError("the units do not belong to this network; call find_units on the network you pass.")
     device = next(network.parameters()).device
     gates, predictions, gated = [], [], []
-    was_training = network.training
-    network.eval()
-    try:
+    with evaluation_mode(network):
         for start in range(0, len(images), config.batch_size):
             batch_gates, batch_predictions, batch_gated = _optimise_batch(
                 network, units, images[start:start + config.batch_size].to(device), config)
             gates.append(batch_gates.cpu())
             predictions.append(batch_predictions.cpu())
             gated.append(batch_gated.cpu())
-    finally:
-        network.train(was_training)
     width = sum(unit.out_channels for unit in units)
     return CriticalPaths(
         gates=torch.cat(gates).numpy() if gates else np.zeros((0, width), dtype=np.float32),
