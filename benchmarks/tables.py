@@ -39,6 +39,8 @@ COLUMNS = {
                "speedup_vs_faster_dense", "json"),
     "overhead": ("run", "model", "setting", "batch_size", "threads", "repeats", "step_seconds_median", "ratio",
                  "ratio_to", "json"),
+    "adversarial": ("run", "model", "train_attack", "test_attack", "eps", "classifier", "n", "feature", "auc_mean",
+                    "auc_std", "runs", "test_per_class", "test_success_rate", "json"),
 }
 
 
@@ -178,9 +180,21 @@ def engine_rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
+def adversarial_rows(path: Path, result: dict) -> list[dict]:
+    """One row per (train attack, test attack, classifier, n, feature) of the Table 6 grid."""
+    config = result["config"]
+    return [{"run": path.stem, "model": result["model"], "train_attack": row["train_attack"],
+             "test_attack": row["test_attack"], "eps": config["eps"], "classifier": row["classifier"], "n": row["n"],
+             "feature": row["feature"], "auc_mean": row["auc_mean"], "auc_std": row["auc_std"], "runs": len(row["aucs"]),
+             "test_per_class": result["test_per_class"],
+             "test_success_rate": result["attacks"][row["test_attack"]]["test"]["success_rate"]}
+            for row in result["table"]]
+
+
 ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
-        "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows}
+        "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
+        "adversarial": adversarial_rows}
 
 
 def cell(value) -> str:
