@@ -42,6 +42,8 @@ COLUMNS = {
     "concepts": ("run", "model", "analysis", "setting", "stage", "images", "switched_off_per_image", "single_iou",
                  "best_single_iou", "union_iou", "union_over_single", "stayed_on_iou", "score", "filters_with_field",
                  "filters", "control_score", "detectors", "json"),
+    "adversarial": ("run", "model", "train_attack", "test_attack", "eps", "classifier", "n", "feature", "auc_mean",
+                    "auc_std", "runs", "test_per_class", "test_success_rate", "json"),
 }
 
 
@@ -194,10 +196,22 @@ def concepts_rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
+def adversarial_rows(path: Path, result: dict) -> list[dict]:
+    """One row per (train attack, test attack, classifier, n, feature) of the Table 6 grid."""
+    config = result["config"]
+    return [{"run": path.stem, "model": result["model"], "train_attack": row["train_attack"],
+             "test_attack": row["test_attack"], "eps": config["eps"], "classifier": row["classifier"], "n": row["n"],
+             "feature": row["feature"], "auc_mean": row["auc_mean"], "auc_std": row["auc_std"], "runs": len(row["aucs"]),
+             "test_per_class": result["test_per_class"],
+             "test_success_rate": result["attacks"][row["test_attack"]]["test"]["success_rate"]}
+            for row in result["table"]]
+
+
 ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
         "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
-        "concepts": concepts_rows}
+        "concepts": concepts_rows,
+        "adversarial": adversarial_rows}
 
 
 def cell(value) -> str:

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..core.errors import UserInputError
-from . import analysis_verbs, concept_verbs, engine_verbs, training_verbs
+from . import adversarial_verbs, analysis_verbs, concept_verbs, engine_verbs, training_verbs
 
 
 VERBS = {
@@ -28,6 +28,7 @@ VERBS = {
     "bench": (engine_verbs.add_bench_parser, engine_verbs.run_bench),
     "occlude": (concept_verbs.add_occlude_parser, concept_verbs.run_occlude),
     "dissect": (concept_verbs.add_dissect_parser, concept_verbs.run_dissect),
+    "adversarial": (adversarial_verbs.add_adversarial_parser, adversarial_verbs.run_adversarial),
     "report": (analysis_verbs.add_report_parser, analysis_verbs.run_report),
 }
 

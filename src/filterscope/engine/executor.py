@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..core.batches import split_batch
+from ..core.eval_mode import evaluation_mode
 from ..core.errors import UserInputError
 from ..core.units import Unit, find_units
 from ..methods.decoupling.model import DecoupledModel
@@ -102,19 +103,15 @@ def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | N
     if calibration is None:
         return [FilterPlan(torch.empty(0, dtype=torch.long), torch.arange(n), torch.empty(0, dtype=torch.long))
                 for n in model.out_channels]
-    was_training = model.training
-    model.eval()
     opened = [torch.zeros(n, dtype=torch.long) for n in model.out_channels]
     seen = 0
-    try:
+    with evaluation_mode(model):  # every module's own training flag comes back afterwards
         for batch in ([calibration] if isinstance(calibration, torch.Tensor) else calibration):
             images = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
             model(images)
             for count, gates in zip(opened, model.last_gates()):
                 count += gates.gt(0.5).sum(0).cpu()
             seen += images.shape[0]
-    finally:
-        model.train(was_training)
     if seen == 0:
         raise UserInputError("the calibration data is empty; pass some inputs, or calibration=None to decide every gate.")
     return [FilterPlan(fixed=(count == seen).nonzero().flatten(), decided=((count > 0) & (count < seen)).nonzero().flatten(),
