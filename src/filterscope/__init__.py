@@ -18,6 +18,9 @@ from .methods.decoupling.threshold import shift_gate_threshold, threshold_for_fl
 from .core.flops import count_costs
 from .core.errors import UserInputError
 from .analyses.evaluate import EvalResult, evaluate, evaluate_checkpoint
+from .analyses.path_embedding import PathEmbeddingConfig, PathEmbeddingResult, path_embedding
+from .analyses.hopkins_tree import HopkinsTreeConfig, HopkinsTreeResult, hopkins_tree
+from .analyses.hopkins import hopkins_statistic
 from .models import MODELS, create_model, load_weights, register_model
 from .report.html import build_report
 from .io.run_dir import RunDir
@@ -52,6 +55,13 @@ __all__ = [
     "load_decoupled",
     "save_decoupled",
     "EvalResult",
+    "HopkinsTreeConfig",
+    "HopkinsTreeResult",
+    "PathEmbeddingConfig",
+    "PathEmbeddingResult",
+    "hopkins_statistic",
+    "hopkins_tree",
+    "path_embedding",
     "MODELS",
     "RunDir",
     "TrainConfig",
