@@ -35,11 +35,16 @@ COLUMNS = {
                   "relative_accuracy", "seconds_ratio", "json"),
     "semantic_pruning": ("run", "model", "class", "mode", "theta", "recall", "precision", "auc", "accuracy",
                          "predicted_share", "fraction_direct", "fraction_residual", "dead", "json"),
+    "engine": ("run", "model", "measure", "setting", "top1", "flops_reduction", "median", "p10", "p90", "unit",
+               "speedup_vs_faster_dense", "json"),
     "overhead": ("run", "model", "setting", "batch_size", "threads", "repeats", "step_seconds_median", "ratio",
                  "ratio_to", "json"),
     "path_interpretation": ("run", "model", "measure", "setting", "dense_source", "samples", "knn_k", "knn_accuracy",
                             "silhouette_2d", "silhouette_pca", "mean_mi_adjusted", "distinct_inputs", "threshold",
                             "splits", "shuffled_splits", "json"),
+    "concepts": ("run", "model", "analysis", "setting", "stage", "images", "switched_off_per_image", "single_iou",
+                 "best_single_iou", "union_iou", "union_over_single", "stayed_on_iou", "score", "filters_with_field",
+                 "filters", "control_score", "detectors", "json"),
 }
 
 
@@ -181,9 +186,42 @@ def path_interpretation_rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
-ROWS = {"decoupling": decoupling_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
+def engine_rows(path: Path, result: dict) -> list[dict]:
+    rows = [{"run": path.stem, "model": result["model"], "measure": "latency batch 1", "setting": row["name"],
+             "top1": row["accuracy"], "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
+             "p10": row["latency_us"]["p10"], "p90": row["latency_us"]["p90"], "unit": "us",
+             "speedup_vs_faster_dense": row["speedup"]} for row in result["rows"]]
+    for route, times in result["routes"].items():
+        for which in ("dense", "executor"):
+            timing = times[f"{which}_us"]
+            rows.append({"run": path.stem, "model": result["model"], "measure": f"route {route}", "setting": which,
+                         "median": timing["median"], "p10": timing["p10"], "p90": timing["p90"], "unit": "us"})
+    settings = result["settings"]
+    for name, value in result["throughput"].items():
+        rows.append({"run": path.stem, "model": result["model"],
+                     "measure": f"throughput batch {settings['batch_size']}, {settings['throughput_threads']} threads",
+                     "setting": name, "median": value["median"], "p10": value["p10"], "p90": value["p90"],
+                     "unit": "images/s"})
+    return rows
+
+
+def concepts_rows(path: Path, result: dict) -> list[dict]:
+    """One row per stage: occlusion per fill (IoUs with the box), colour dissection per model variant (scores)."""
+    settings = result["settings"]
+    rows = [{"run": path.stem, "model": "resnet20", "analysis": "occlusion", "setting": f"fill {fill}, box {settings['box']}",
+             "stage": stage, "images": settings["occlusion_images"], **values}
+            for fill, found in result["occlusion"].items() for stage, values in found["per_stage"].items()]
+    rows += [{"run": path.stem, "model": "resnet20", "analysis": "colour dissection", "setting": variant, "stage": stage,
+              "images": settings["dissect_images"], "score": values["score"], "filters_with_field": values["filters_with_field"],
+              "filters": values["filters"], "control_score": values["shuffled_score"], "detectors": values["detectors"]}
+             for variant, found in result["dissection"].items() for stage, values in found["per_stage"].items()]
+    return rows
+
+
+ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
         "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
+        "concepts": concepts_rows,
         "path_interpretation": path_interpretation_rows}
 
 

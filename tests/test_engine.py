@@ -24,6 +24,7 @@ from filterscope.models import MODELS, create_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20-cifar10-2x-seed1.pt"
 RELATIVE_TOLERANCE = 1e-4
+FAST = ("nchw",)  # no kernel timing; every kernel is checked by test_every_kernel_gives_the_same_outputs
 
 
 def randomize_gates(decoupled, seed: int = 0, open_share: float = 0.5):
@@ -73,7 +74,7 @@ def _randomize_batchnorm(model, seed: int) -> None:
 def test_the_executor_gives_the_masked_models_outputs_on_every_built_in_architecture(name):
     decoupled, input_shape = decoupled_model(name)
     images = torch.randn(6, *input_shape, generator=torch.Generator().manual_seed(1))
-    executed = compile_decoupled(decoupled)
+    executed = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(executed, decoupled, images)  # a batch whose gates differ (union of their filters)
     for index in range(2):  # batch 1, the latency setting
         assert_same_outputs(executed, decoupled, images[index:index + 1])
@@ -83,23 +84,35 @@ def test_the_executor_gives_the_masked_models_outputs_on_every_built_in_architec
     assert closed > 0, "the test's gates should close some filters"
 
 
+@pytest.mark.parametrize("kernel", ["nchw", "channels_last", "packed"])
+def test_every_kernel_gives_the_same_outputs(kernel):
+    decoupled, input_shape = decoupled_model("resnet20", seed=11)
+    images = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(11))
+    executed = compile_decoupled(decoupled, kernels=(kernel,))
+    assert_same_outputs(executed, decoupled, images)
+    assert_same_outputs(executed, decoupled, images[:1])
+    chosen = compile_decoupled(decoupled, kernels=("nchw", kernel))  # chosen per shape by timing
+    assert_same_outputs(chosen, decoupled, images[:1])
+    assert sum(sum(unit.kernel_choices.values()) for unit in chosen.executed_units()) > 0
+
+
 def test_the_executor_runs_a_torchvision_style_resnet18_with_a_shared_relu_module():
     torch.manual_seed(0)
     model = toy_models.resnet18_like().eval()
     _randomize_batchnorm(model, 0)
     decoupled = randomize_gates(decouple(model, DecoupleConfig(preset="resnet56"), num_classes=10))
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    executed = compile_decoupled(decoupled)
+    executed = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(executed, decoupled, images)
     assert_same_outputs(executed, decoupled, images[:1])
-    assert_same_outputs(compile_network(model), model, images)
+    assert_same_outputs(compile_network(model, kernels=FAST), model, images)
 
 
 @pytest.mark.parametrize("batch_mode", ["union", "mask"])
 def test_both_batch_modes_agree_with_the_masked_model(batch_mode):
     decoupled, input_shape = decoupled_model("resnet20", seed=3)
     images = torch.randn(8, *input_shape, generator=torch.Generator().manual_seed(3))
-    assert_same_outputs(compile_decoupled(decoupled, batch_mode=batch_mode), decoupled, images)
+    assert_same_outputs(compile_decoupled(decoupled, kernels=FAST, batch_mode=batch_mode), decoupled, images)
 
 
 def test_a_layer_whose_gate_closes_everything_runs_no_conv_and_one_that_opens_everything_runs_whole():
@@ -109,10 +122,10 @@ def test_a_layer_whose_gate_closes_everything_runs_no_conv_and_one_that_opens_ev
         modules[0].controller.expand.bias.fill_(-1e4)  # every filter of the first gated layer closed
         modules[1].controller.expand.bias.fill_(1e4)  # every filter of the second open
     images = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(4))
-    executed = compile_decoupled(decoupled)
+    executed = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(executed, decoupled, images)
     assert_same_outputs(executed, decoupled, images[:1])
-    calibrated = compile_decoupled(decoupled, calibration=images)
+    calibrated = compile_decoupled(decoupled, kernels=FAST, calibration=images)
     first, second = (calibrated.network.get_submodule(name) for name in decoupled.gated_units[:2])
     assert first.fixed.numel() == 0 and first.gate is None  # silent: removed, no gate evaluated
     assert second.fixed.numel() == second.out_channels and second.gate is None  # energetic: no decision
@@ -126,7 +139,7 @@ def test_calibration_removes_silent_filters_fixes_energetic_ones_and_keeps_the_o
     for plan, channels in zip(plans, decoupled.out_channels):
         together = torch.cat([plan.fixed, plan.decided, plan.removed]).sort().values
         assert torch.equal(together, torch.arange(channels))  # a partition of the layer's filters
-    executed = compile_decoupled(decoupled, calibration=images)
+    executed = compile_decoupled(decoupled, kernels=FAST, calibration=images)
     assert_same_outputs(executed, decoupled, images)
     for index in range(3):
         assert_same_outputs(executed, decoupled, images[index:index + 1])
@@ -138,7 +151,7 @@ def test_the_specialized_copy_of_one_path_computes_that_inputs_outputs_without_g
     with torch.no_grad():
         decoupled(image)
     gates = [g[0] for g in decoupled.last_gates()]
-    static = compile_decoupled(decoupled).specialized(gates)
+    static = compile_decoupled(decoupled, kernels=FAST).specialized(gates)
     assert all(unit.gate is None for unit in static.executed_units())
     assert_same_outputs(static, decoupled, image)
 
@@ -146,7 +159,7 @@ def test_the_specialized_copy_of_one_path_computes_that_inputs_outputs_without_g
 def test_a_model_with_its_own_input_normalisation_keeps_it_and_the_outputs():
     decoupled, input_shape = decoupled_model("digits_cnn", seed=7)
     decoupled.input_mean, decoupled.input_std = (0.3,), (0.7,)
-    executed = compile_decoupled(decoupled)
+    executed = compile_decoupled(decoupled, kernels=FAST)
     assert (executed.input_mean, executed.input_std) == ((0.3,), (0.7,))
     images = (torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(7)) - 0.3) / 0.7
     assert_same_outputs(executed, decoupled, images)
@@ -155,7 +168,7 @@ def test_a_model_with_its_own_input_normalisation_keeps_it_and_the_outputs():
 def test_compiling_leaves_the_decoupled_model_unchanged_and_no_hook_behind():
     decoupled, input_shape = decoupled_model("resnet20", seed=8)
     before = copy.deepcopy(decoupled.state_dict())
-    executed = compile_decoupled(decoupled, calibration=torch.randn(4, *input_shape))
+    executed = compile_decoupled(decoupled, kernels=FAST, calibration=torch.randn(4, *input_shape))
     after = decoupled.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert hook_count(decoupled) == 0 and hook_count(executed) == 0
@@ -173,17 +186,17 @@ def test_the_dense_executor_folds_batchnorm_and_gives_the_models_outputs():
 def test_bad_arguments_are_named():
     decoupled, _ = decoupled_model("digits_cnn")
     with pytest.raises(UserInputError, match="batch_mode"):
-        compile_decoupled(decoupled, batch_mode="groups")
+        compile_decoupled(decoupled, kernels=FAST, batch_mode="groups")
     with pytest.raises(UserInputError, match="compile_network"):
         compile_decoupled(create_model("digits_cnn", 10))
     with pytest.raises(UserInputError, match="empty"):
-        compile_decoupled(decoupled, calibration=[])
+        compile_decoupled(decoupled, kernels=FAST, calibration=[])
 
 
 def test_the_shipped_checkpoint_on_random_inputs():
     decoupled = load_decoupled(SHIPPED)
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(10))
-    executed = compile_decoupled(decoupled)
+    executed = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(executed, decoupled, images)
     assert_same_outputs(executed, decoupled, images[:1])
 
@@ -198,11 +211,11 @@ def test_the_shipped_checkpoint_on_real_test_images():
     train = load_dataset(cifar10_jpeg, "train")
     images = torch.stack([test[i][0] for i in range(0, 10000, 50)])  # 200 test images
     calibration = torch.stack([train[i][0] for i in range(0, 50000, 50)])  # 1,000 training images
-    exact = compile_decoupled(decoupled)
+    exact = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(exact, decoupled, images)
     for index in range(0, 200, 20):
         assert_same_outputs(exact, decoupled, images[index:index + 1])
-    calibrated = compile_decoupled(decoupled, calibration=calibration)
+    calibrated = compile_decoupled(decoupled, kernels=FAST, calibration=calibration)
     with torch.no_grad():
         agree = (calibrated(images).argmax(1) == decoupled(images).argmax(1)).float().mean()
     assert agree >= 0.99  # fixed filters follow the training images; a rare test image may open another

@@ -147,11 +147,42 @@ def _split_nodes(node):
     for child in node["children"]:
         yield from _split_nodes(child)
 
+def _concepts_verb(model, spec, loader):
+    from filterscope.analyses.concept_batches import ConceptBatch
+    from filterscope.analyses.colour_names import COLOUR_TERMS, colour_masks
+    from filterscope.analyses.dissection import dissect
+    from filterscope.analyses.occlusion import box_region, occlusion_analysis
+    from filterscope.analyses.receptive_fields import field_thresholds, read_units
+    from filterscope.methods.decoupling.unwrap import base_network
+    from test_engine import randomize_gates
+
+    decoupled = randomize_gates(decouple(model, DecoupleConfig(preset="resnet56"), num_classes=NUM_CLASSES,
+                                         input_shape=spec.input_shape)).eval()
+    images = next(iter(loader))[0]
+    height, width = spec.input_shape[1:]
+    units = read_units(decoupled)
+    thresholds = field_thresholds(decoupled, units, loader, 20)
+    result = occlusion_analysis(decoupled, images, box_region((0, 0, width // 2, height // 2), (height, width)), thresholds,
+                                fill=torch.zeros(spec.input_shape[0]))
+    assert result.union_iou.shape == (len(images), len(units)) and hook_count(decoupled) == 0
+    pixels = np.random.default_rng(0).integers(0, 256, (len(images), height, width, spec.input_shape[0]), dtype=np.uint8)
+    batch = ConceptBatch(images, colour_masks(pixels))
+    scores = []
+    for network in (decoupled, base_network(decoupled).eval()):
+        network_units = read_units(network, decoupled.gated_units, spec.input_shape)
+        network_thresholds = field_thresholds(network, network_units, [images], len(images))
+        summary = dissect(network, network_units, network_thresholds, [batch], COLOUR_TERMS).summary()
+        scores.append(np.mean([layer["score"] for layer in summary["per_layer"].values()]))
+    switched = sum(int(off.sum()) for off in result.switched_off.values())
+    return (f"{len(units)} gated units: {switched} filters switched off by occlusion; colour dissection score "
+            f"{scores[0]:.2f} decoupled, {scores[1]:.2f} dense (noise)")
+
 
 VERBS = {
     "units": _units_verb, "flops": _flops_verb, "capture": _capture_verb, "train": _train_verb, "eval": _eval_verb,
     "decouple+paths": _decouple_verb, "engine": _engine_verb, "semantic-prune": _semantic_pruning_verb, "influence": _influence_verb,
     "embed+tree": _embed_tree_verb,
+    "occlude+dissect": _concepts_verb,
 }
 
 
@@ -180,6 +211,7 @@ UNSUPPORTED = {
     ("plain_vgg_grayscale", "decouple+paths"): "needs at least 3",
     ("plain_vgg_grayscale", "engine"): "needs at least 3",
     ("plain_vgg_grayscale", "embed+tree"): "needs at least 3",
+    ("plain_vgg_grayscale", "occlude+dissect"): "needs at least 3",
 }
 
 

@@ -21,6 +21,9 @@ from .analyses.evaluate import EvalResult, evaluate, evaluate_checkpoint
 from .analyses.path_embedding import PathEmbeddingConfig, PathEmbeddingResult, path_embedding
 from .analyses.hopkins_tree import HopkinsTreeConfig, HopkinsTreeResult, hopkins_tree
 from .analyses.hopkins import hopkins_statistic
+from .analyses.receptive_fields import field_thresholds, read_units
+from .analyses.occlusion import occlusion_analysis
+from .analyses.dissection import dissect
 from .models import MODELS, create_model, load_weights, register_model
 from .report.html import build_report
 from .io.run_dir import RunDir
@@ -81,4 +84,8 @@ __all__ = [
     "register_model",
     "run_capture",
     "train",
+    "field_thresholds",
+    "read_units",
+    "occlusion_analysis",
+    "dissect",
 ]

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..core.errors import UserInputError
-from . import analysis_verbs, engine_verbs, path_verbs, training_verbs
+from . import analysis_verbs, concept_verbs, engine_verbs, path_verbs, training_verbs
 
 
 VERBS = {
@@ -28,6 +28,8 @@ VERBS = {
     "bench": (engine_verbs.add_bench_parser, engine_verbs.run_bench),
     "embed": (path_verbs.add_embed_parser, path_verbs.run_embed),
     "tree": (path_verbs.add_tree_parser, path_verbs.run_tree),
+    "occlude": (concept_verbs.add_occlude_parser, concept_verbs.run_occlude),
+    "dissect": (concept_verbs.add_dissect_parser, concept_verbs.run_dissect),
     "report": (analysis_verbs.add_report_parser, analysis_verbs.run_report),
 }
 

@@ -28,8 +28,8 @@ from torch import nn
 from ..core.batches import split_batch
 from ..core.errors import UserInputError
 from ..core.units import Unit, find_units
-from ..methods.decoupling.gate import GatedConv, GatedOutput
 from ..methods.decoupling.model import DecoupledModel
+from ..methods.decoupling.unwrap import base_network
 from .executed_unit import ChannelLink, ExecutedUnit
 from .folding import folded_weights
 from .gate_program import GateProgram
@@ -95,17 +95,6 @@ class ExecutedNetwork(nn.Module):
         return copied
 
 
-def base_network(model: DecoupledModel) -> nn.Module:
-    """A copy of the decoupled model's network with its gate wrappers taken out again (plain convs and BNs)."""
-    network = copy.deepcopy(model.network)
-    for name, module in list(network.named_modules()):
-        if isinstance(module, GatedConv):
-            _set_submodule(network, name, module.conv)
-        elif isinstance(module, GatedOutput):
-            _set_submodule(network, name, module.batchnorm)
-    return network
-
-
 @torch.no_grad()
 def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None) -> list[FilterPlan]:
     """Per gated unit, the filters to fix, decide and remove: from how often each gate opened over
@@ -149,6 +138,7 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
                              "use compile_network for a model without gates.")
     _check_batch_mode(batch_mode)
     _check_kernels(kernels)
+    _check_cpu(model)
     plans = dict(zip(model.gated_units, filter_plans(model, calibration)))
     controllers = {name: module.controller for name, module in zip(model.gated_units, model.gate_modules())}
     network = base_network(model).eval()
@@ -162,6 +152,7 @@ def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32
     kernel choice): the dense model timed through the same code path as a decoupled one. Given a decoupled
     model, its network without the gates (and its own input shape) is compiled."""
     _check_kernels(kernels)
+    _check_cpu(model)
     if isinstance(model, DecoupledModel):
         input_shape = model.input_shape
         model = base_network(model)
@@ -203,6 +194,13 @@ def _check_foldable(units: list[Unit], dataflow) -> None:
             if name is not None and calls.get(name, 0) > 1:
                 raise UserInputError(f"module {name!r} is called {calls[name]} times in one forward pass; the executor "
                                      "folds each conv with its BatchNorm, so give each call site its own module.")
+
+
+def _check_cpu(model: nn.Module) -> None:
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise UserInputError(f"the executor runs on the CPU (its gates are evaluated in NumPy) and the model is on "
+                             f"{device}; move it with model.cpu() first.")
 
 
 def _check_kernels(kernels: tuple[str, ...]) -> None:

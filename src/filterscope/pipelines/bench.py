@@ -16,6 +16,7 @@ kernels the executor may choose from) are timed as extra pairs of rows, each wit
 from __future__ import annotations
 
 import copy
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 
@@ -27,7 +28,7 @@ from ..analyses.evaluate import evaluate
 from ..core.flops import count_flops_reference
 from ..core.threads import use_threads
 from ..data import load_dataset
-from ..engine import DEFAULT_KERNELS, compile_decoupled, compile_network
+from ..engine import compile_decoupled, compile_network
 from ..engine.latency import time_latency, time_throughput
 from ..methods.decoupling import load_decoupled
 from ..models import load_weights
@@ -35,7 +36,7 @@ from ..models.pruned import load_pruned
 from ..models.registry import create_model, model_spec
 
 ROUTES = {"stock": ("nchw",), "channels-last": ("nchw", "channels_last"), "packed": ("nchw", "packed"),
-          "all": DEFAULT_KERNELS}
+          "all": ("nchw", "channels_last", "packed")}
 
 
 @dataclass
@@ -61,6 +62,7 @@ class BenchOptions:
 
 def run_bench(options: BenchOptions) -> dict:
     """Measure every row; the result dict (``rows``, ``routes``, ``throughput``, the settings and the machine)."""
+    load_at_start = os.getloadavg()
     decoupled = load_decoupled(options.weights)
     name = decoupled.model_name
     spec = model_spec(name)
@@ -83,7 +85,8 @@ def run_bench(options: BenchOptions) -> dict:
     throughput = _throughput(models, test, options)
     return {"model": name, "checkpoint": options.weights, "rows": rows, "routes": routes, "throughput": throughput,
             "settings": {k: v for k, v in asdict(options).items() if k != "extra"}, "torch": torch.__version__,
-            "platform": platform.platform(), **options.extra}
+            "platform": platform.platform(), "load_average_start": load_at_start, "load_average_end": os.getloadavg(),
+            **options.extra}
 
 
 def _models(decoupled, train, options: BenchOptions) -> dict:
