@@ -39,6 +39,9 @@ COLUMNS = {
                "speedup_vs_faster_dense", "json"),
     "overhead": ("run", "model", "setting", "batch_size", "threads", "repeats", "step_seconds_median", "ratio",
                  "ratio_to", "json"),
+    "path_interpretation": ("run", "model", "measure", "setting", "dense_source", "samples", "knn_k", "knn_accuracy",
+                            "silhouette_2d", "silhouette_pca", "mean_mi_adjusted", "distinct_inputs", "threshold",
+                            "splits", "shuffled_splits", "json"),
     "concepts": ("run", "model", "analysis", "setting", "stage", "images", "switched_off_per_image", "single_iou",
                  "best_single_iou", "union_iou", "union_over_single", "stayed_on_iou", "score", "filters_with_field",
                  "filters", "control_score", "detectors", "json"),
@@ -164,6 +167,27 @@ def overhead_rows(path: Path, result: dict) -> list[dict]:
              "ratio": ratio[setting][0], "ratio_to": ratio[setting][1]} for setting, median in medians.items()]
 
 
+def path_interpretation_rows(path: Path, result: dict) -> list[dict]:
+    rows = []
+    for key in ("embedding", "embedding_pretrained_dense"):
+        embedding = result[key]
+        for name, scores in embedding["representations"].items():
+            if key != "embedding" and name == "decoupled_paths":
+                continue  # the same paths as in the first embedding
+            adjusted = [layer["mi_adjusted"] for layer in scores["mutual_information"].values()]
+            rows.append({"run": path.stem, "model": result["model"], "measure": "path embedding", "setting": name,
+                         "dense_source": embedding["dense_source"] if name != "decoupled_paths" else "",
+                         "samples": embedding["num_inputs"], "knn_k": embedding["knn_neighbours"],
+                         "knn_accuracy": scores["knn_accuracy"], "silhouette_2d": scores["silhouette_embedding"],
+                         "silhouette_pca": scores["silhouette_pca"], "mean_mi_adjusted": sum(adjusted) / len(adjusted),
+                         "distinct_inputs": scores["distinct_inputs"]})
+    for row in result["threshold_study"]["sweep"]:
+        rows.append({"run": path.stem, "model": result["model"], "measure": "Hopkins tree", "setting": "decoupled_paths",
+                     "samples": result["samples"], "threshold": row["threshold"], "splits": row["splits"],
+                     "shuffled_splits": "/".join(map(str, row["shuffled_splits"]))})
+    return rows
+
+
 def engine_rows(path: Path, result: dict) -> list[dict]:
     rows = [{"run": path.stem, "model": result["model"], "measure": "latency batch 1", "setting": row["name"],
              "top1": row["accuracy"], "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
@@ -211,7 +235,8 @@ ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": basel
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
         "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
         "concepts": concepts_rows,
-        "adversarial": adversarial_rows}
+        "adversarial": adversarial_rows,
+        "path_interpretation": path_interpretation_rows}
 
 
 def cell(value) -> str:

@@ -99,6 +99,12 @@ def _cases(tmp_path: Path, run: Path) -> list[tuple[str, list[str], str]]:
         ("semantic-prune unknown class", ["semantic-prune", *digits, "--classes", "kitten"], "unknown class 'kitten'"),
         ("influence --at names no unit", ["influence", *digits, "--at", "conv9"], "is not a unit of digits_cnn"),
         ("paths of a missing checkpoint", ["paths", tmp_path / "nothing.pt", "--data", "digits"], "does not exist"),
+        ("embed of a network without gates", ["embed", "--weights", run / "checkpoints" / "last.pt", "--data", "digits"],
+         "decouple it first"),
+        ("tree --samples below --min-size", ["tree", "--weights", run / "checkpoints" / "last.pt", "--data", "digits",
+                                             "--samples", "30"], "needs at least 50 images"),
+        ("embed --run-dir is a file", ["embed", "--weights", run / "checkpoints" / "last.pt", "--data", "digits",
+                                       "--run-dir", a_file], "is a file, not a folder"),
     ]
 
 

@@ -122,6 +122,31 @@ def _influence_verb(model, spec, loader):
     return "index sets of 2 features per class"
 
 
+def _embed_tree_verb(model, spec, loader):
+    from filterscope.analyses.hopkins_tree import HopkinsTreeConfig, hopkins_tree
+    from filterscope.analyses.path_embedding import path_embedding
+    from filterscope.engine import base_network
+    from test_engine import randomize_gates
+
+    decoupled = randomize_gates(decouple(model, DecoupleConfig(preset="resnet56"), num_classes=NUM_CLASSES,
+                                         input_shape=spec.input_shape))
+    embedding = path_embedding(decoupled, loader, dense_network=base_network(decoupled), progress=False)
+    widths = sum(decoupled.out_channels)
+    for representation in embedding.representations.values():
+        assert representation.dims == widths and representation.embedding.shape == (20, 2)
+        assert 0.0 <= representation.knn_accuracy <= 1.0
+    tree = hopkins_tree(decoupled, loader, HopkinsTreeConfig(min_size=10), progress=False).to_dict()
+    assert tree["size"] == 20 and sum(tree["class_histogram"].values()) == 20
+    splits = sum(1 for _ in _split_nodes(tree))
+    return f"embedding of {widths}-bit paths and dense responses; tree with {splits} split(s)"
+
+
+def _split_nodes(node):
+    if node["children"]:
+        yield node
+    for child in node["children"]:
+        yield from _split_nodes(child)
+
 def _concepts_verb(model, spec, loader):
     from filterscope.analyses.concept_batches import ConceptBatch
     from filterscope.analyses.colour_names import COLOUR_TERMS, colour_masks
@@ -156,6 +181,7 @@ def _concepts_verb(model, spec, loader):
 VERBS = {
     "units": _units_verb, "flops": _flops_verb, "capture": _capture_verb, "train": _train_verb, "eval": _eval_verb,
     "decouple+paths": _decouple_verb, "engine": _engine_verb, "semantic-prune": _semantic_pruning_verb, "influence": _influence_verb,
+    "embed+tree": _embed_tree_verb,
     "occlude+dissect": _concepts_verb,
 }
 
@@ -184,6 +210,7 @@ def run_verb(model_name: str, verb: str) -> str:
 UNSUPPORTED = {
     ("plain_vgg_grayscale", "decouple+paths"): "needs at least 3",
     ("plain_vgg_grayscale", "engine"): "needs at least 3",
+    ("plain_vgg_grayscale", "embed+tree"): "needs at least 3",
     ("plain_vgg_grayscale", "occlude+dissect"): "needs at least 3",
 }
 

@@ -18,6 +18,9 @@ from .methods.decoupling.threshold import shift_gate_threshold, threshold_for_fl
 from .core.flops import count_costs
 from .core.errors import UserInputError
 from .analyses.evaluate import EvalResult, evaluate, evaluate_checkpoint
+from .analyses.path_embedding import PathEmbeddingConfig, PathEmbeddingResult, path_embedding
+from .analyses.hopkins_tree import HopkinsTreeConfig, HopkinsTreeResult, hopkins_tree
+from .analyses.hopkins import hopkins_statistic
 from .analyses.receptive_fields import field_thresholds, read_units
 from .analyses.occlusion import occlusion_analysis
 from .analyses.dissection import dissect
@@ -55,6 +58,13 @@ __all__ = [
     "load_decoupled",
     "save_decoupled",
     "EvalResult",
+    "HopkinsTreeConfig",
+    "HopkinsTreeResult",
+    "PathEmbeddingConfig",
+    "PathEmbeddingResult",
+    "hopkins_statistic",
+    "hopkins_tree",
+    "path_embedding",
     "MODELS",
     "RunDir",
     "TrainConfig",

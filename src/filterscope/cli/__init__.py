@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..core.errors import UserInputError
-from . import adversarial_verbs, analysis_verbs, concept_verbs, engine_verbs, training_verbs
+from . import adversarial_verbs, analysis_verbs, concept_verbs, engine_verbs, path_verbs, training_verbs
 
 
 VERBS = {
@@ -26,6 +26,8 @@ VERBS = {
     "influence": (analysis_verbs.add_influence_parser, analysis_verbs.run_influence),
     "semantic-prune": (analysis_verbs.add_semantic_prune_parser, analysis_verbs.run_semantic_prune),
     "bench": (engine_verbs.add_bench_parser, engine_verbs.run_bench),
+    "embed": (path_verbs.add_embed_parser, path_verbs.run_embed),
+    "tree": (path_verbs.add_tree_parser, path_verbs.run_tree),
     "occlude": (concept_verbs.add_occlude_parser, concept_verbs.run_occlude),
     "dissect": (concept_verbs.add_dissect_parser, concept_verbs.run_dissect),
     "adversarial": (adversarial_verbs.add_adversarial_parser, adversarial_verbs.run_adversarial),
