@@ -33,6 +33,35 @@ def require_shared(*paths: Path) -> None:
         pytest.skip(f"needs the shared data/checkpoints ({', '.join(missing)}); set FILTERSCOPE_SHARED")
 
 
+def make_read_only(folder: Path) -> str | None:
+    """Make ``folder`` unwritable for this process: ``chmod a-w``, or as root, who ignores permission bits,
+    ``chattr +i`` (immutable: no new entries, whoever asks). None, or why it cannot be done here (root
+    without chattr, or without the capability to set the flag); undo it with :func:`release_read_only`."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return None
+    if shutil.which("chattr") is None:
+        return "running as root, which ignores permission bits, and chattr is not installed"
+    result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"running as root, which ignores permission bits, and chattr +i failed ({result.stderr.strip()})"
+    return None
+
+
+def release_read_only(folder: Path) -> None:
+    """Undo :func:`make_read_only` (so that the folder can be removed)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0 and shutil.which("chattr") and folder.exists():
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    if folder.exists():
+        folder.chmod(0o755)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Decoded data sets go to one cache folder per test session, never the user's ``~/.cache``.

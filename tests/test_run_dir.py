@@ -10,6 +10,8 @@ import pytest
 from filterscope.core.errors import UserInputError
 from filterscope.io.run_dir import RunDir, check_run_dir
 
+from conftest import make_read_only, release_read_only
+
 
 def _finished_run(path):
     (path / "checkpoints").mkdir(parents=True)
@@ -57,13 +59,31 @@ def test_an_analysis_may_join_a_run_but_not_replace_its_own_results(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["influence"] == {"accuracy_full": 0.8}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
 def test_a_read_only_folder_is_refused(tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir()
-    folder.chmod(0o500)
+    why_not = make_read_only(folder)  # chmod a-w, or chattr +i as root
+    if why_not:
+        pytest.skip(why_not)
     try:
-        with pytest.raises(UserInputError, match="read-only"):
+        with pytest.raises(UserInputError, match="cannot be written"):
             check_run_dir(folder / "run")
+        with pytest.raises(UserInputError, match="cannot be written"):
+            check_run_dir(folder)
     finally:
-        folder.chmod(0o700)
+        release_read_only(folder)
+    assert list(folder.iterdir()) == []
+
+
+def test_folders_no_one_can_write_are_refused_whoever_asks(tmp_path):
+    """Root ignores permission bits, and os.access says yes to root for /proc: the check creates a nameless
+    file to know, and a path below a regular file is refused for what it is."""
+    with pytest.raises(UserInputError, match="cannot be written"):
+        check_run_dir("/proc/filterscope-test/run")
+    assert not os.path.exists("/proc/filterscope-test")
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(UserInputError, match="'.*a_file' is a file, not a folder"):
+        check_run_dir(tmp_path / "a_file" / "deeper" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    assert check_run_dir(tmp_path / "fine" / "run") == tmp_path / "fine" / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # the check writes nothing that stays

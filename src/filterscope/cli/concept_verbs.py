@@ -104,7 +104,7 @@ def run_dissect(args) -> int:
     if args.dense_weights is not None:
         from ..models.checkpoint import check_checkpoint_exists
 
-        check_checkpoint_exists(args.dense_weights)
+        check_checkpoint_exists(args.dense_weights, "--dense-weights")
     prepare(args, analysis="dissection")
     settings = DissectionSettings(
         weights=args.weights, data=args.data, split=args.split, concepts=args.concepts, images=args.images,

@@ -38,11 +38,11 @@ def run_bench(args) -> int:
     if args.device != "cpu":
         raise UserInputError("bench times the CPU executor; pass --device cpu.")
     prepare(args, analysis="bench")
-    for path in (args.dense_weights, args.pruned):
+    for path, flag in ((args.dense_weights, "--dense-weights"), (args.pruned, "--pruned")):
         if path:
             from ..models.checkpoint import check_checkpoint_exists
 
-            check_checkpoint_exists(path)
+            check_checkpoint_exists(path, flag)
     from ..pipelines.bench import bench_table, run_bench as measure
 
     options = BenchOptions(weights=args.weights, data=args.data, dense_weights=args.dense_weights, pruned=args.pruned,

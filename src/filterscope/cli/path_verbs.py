@@ -45,7 +45,7 @@ def _run(args, analysis: str, run_pipeline, print_text) -> int:
     if getattr(args, "dense_weights", None):
         from ..models.checkpoint import check_checkpoint_exists
 
-        check_checkpoint_exists(args.dense_weights)
+        check_checkpoint_exists(args.dense_weights, "--dense-weights")
     summary = run_pipeline(_settings(args))
     write_verb_config(args)
     if args.json:

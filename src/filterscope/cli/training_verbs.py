@@ -231,6 +231,10 @@ def run_demo(args) -> int:
     from ..pipelines.demo import run_demo as demo
     from ..report.html import build_report
 
+    if args.epochs < 1:
+        raise UserInputError(f"--epochs must be at least 1, got {args.epochs}.")
+    if args.decouple_epochs < 0:
+        raise UserInputError(f"--decouple-epochs must be at least 0 (0 skips decoupling), got {args.decouple_epochs}.")
     prepare(args)
     if args.overwrite and Path(args.run_dir).is_dir():
         shutil.rmtree(args.run_dir)

@@ -65,6 +65,8 @@ def load_dataset(
         load_split: Callable[[str], ArrayDataset] = lambda name: loader(name, _optional_path(root))  # noqa: E731
     else:
         folder = _image_folder(data)
+        if split != "val" or val_fraction > 0:  # the split to read is there (a folder's own 'val' is checked below)
+            folder.require_split("test" if split == "test" else "train")
         # Fail before a long first decode: classes and image size are known from the listing and one image.
         _check_expected(folder.info(), expected_image_shape, expected_num_classes, check_channels=False)
         load_split = folder.load

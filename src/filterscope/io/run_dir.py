@@ -165,13 +165,32 @@ def check_run_dir(path: str | os.PathLike | None, *, resume: bool = False, overw
     if analysis is not None and not overwrite and analysis in RunDir.peek_metrics(path):
         raise UserInputError(f"--run-dir {str(path)!r} already holds a {analysis!r} analysis; pass --overwrite to replace "
                              "it, or choose a new --run-dir.")
-    _check_writable(path)
+    check_writable(path)
     return path
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: str | os.PathLike, what: str = "--run-dir") -> None:
+    """One clear error, before any work, when the folder ``path`` (created later if missing) cannot be written.
+
+    The nearest existing ancestor must be a folder in which a file can be created. Permission bits alone do
+    not say so: root ignores them, and some file systems (``/proc``, an immutable or read-only mount) refuse
+    new entries whatever they say, so a nameless temporary file is created there and dropped (on Linux it
+    never appears in the folder).
+    """
+    import tempfile
+
+    path = Path(path)
     folder = path
     while not folder.exists():  # the nearest existing ancestor must let us create the rest
         folder = folder.parent
+    if not folder.is_dir():
+        raise UserInputError(f"{what} {str(path)!r} cannot be created: {str(folder)!r} is a file, not a folder; "
+                             "give a path whose folders are folders.")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserInputError(f"--run-dir {str(path)!r} cannot be written ({str(folder)!r} is read-only); choose a writable folder.")
+        raise UserInputError(f"{what} {str(path)!r} cannot be written ({str(folder)!r} is read-only); choose a writable folder.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserInputError(f"{what} {str(path)!r} cannot be written (no file can be created in {str(folder)!r}: "
+                             f"{error.strerror}); choose a writable folder.") from None

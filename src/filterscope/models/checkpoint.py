@@ -22,13 +22,13 @@ from ..core.errors import UserInputError
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file onto the CPU with ``weights_only=True``.
+def read_checkpoint(path: str | os.PathLike, flag: str = "--weights") -> dict[str, Any]:
+    """Load a checkpoint file onto the CPU with ``weights_only=True`` (``flag``: the option that named it, for the error).
 
     Raises:
         UserInputError: the file is missing or cannot be read as a PyTorch checkpoint.
     """
-    path = check_checkpoint_exists(path)
+    path = check_checkpoint_exists(path, flag)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
@@ -44,11 +44,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def check_checkpoint_exists(path: str | os.PathLike) -> Path:
-    """The path, or one clear error when no file is there (a cheap check, before anything is loaded)."""
+def check_checkpoint_exists(path: str | os.PathLike, flag: str = "--weights") -> Path:
+    """The path, or one clear error naming ``flag`` when no file is there (a cheap check, before anything is loaded)."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"checkpoint {str(path)!r} does not exist; check the --weights path.")
+        raise UserInputError(f"checkpoint {str(path)!r} does not exist; check the {flag} path.")
     return path
 
 

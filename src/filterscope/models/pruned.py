@@ -16,7 +16,7 @@ from torch import nn
 from ..core.errors import UserInputError
 from ..core.gated_flops import exclusive_input_sources
 from ..core.units import find_units
-from .checkpoint import read_checkpoint
+from .checkpoint import check_state_dict_fits, read_checkpoint
 from .registry import create_model, model_spec
 
 PRUNED_FORMATS = ("filterscope.pruned.v1", "filterscope.torch_pruned.v1")
@@ -35,6 +35,7 @@ def load_pruned(path: str | os.PathLike) -> nn.Module:
     model = create_model(payload["model"], int(payload.get("num_classes", 10)))
     shrink_filters(model, {name: int(kept) for name, kept in payload["channels"].items()},
                    model_spec(payload["model"]).input_shape)
+    check_state_dict_fits(model, payload["state_dict"], str(path))  # one sentence, not load_state_dict's traceback
     model.load_state_dict(payload["state_dict"])
     return model.eval()
 

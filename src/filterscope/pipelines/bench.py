@@ -64,11 +64,15 @@ def run_bench(options: BenchOptions) -> dict:
     """Measure every row; the result dict (``rows``, ``routes``, ``throughput``, the settings and the machine)."""
     load_at_start = os.getloadavg()
     decoupled = load_decoupled(options.weights)
+    dense = create_model(decoupled.model_name, decoupled.num_classes)  # every checkpoint is read before the data
+    if options.dense_weights:
+        load_weights(dense, options.dense_weights)
+    pruned = load_pruned(options.pruned) if options.pruned else None
     name = decoupled.model_name
     spec = model_spec(name)
     test = load_dataset(options.data, "test", mean=spec.mean, std=spec.std, expected_image_shape=spec.input_shape)
     train = load_dataset(options.data, "train", mean=spec.mean, std=spec.std, expected_image_shape=spec.input_shape)
-    models = _models(decoupled, train, options)
+    models = _models(decoupled, dense, pruned, train, options)
     rows = _accuracy_and_flops(models, decoupled, test, options)
     inputs = _spread(test, options.inputs)
     use_threads(options.threads)
@@ -89,19 +93,15 @@ def run_bench(options: BenchOptions) -> dict:
             **options.extra}
 
 
-def _models(decoupled, train, options: BenchOptions) -> dict:
+def _models(decoupled, dense, pruned, train, options: BenchOptions) -> dict:
     calibration = torch.stack([train[i][0] for i in _indices(len(train), options.calibration)])
     models = {"decoupled (masked)": decoupled, "executor": compile_decoupled(decoupled, calibration),
               "dense executor": compile_network(decoupled)}
-    dense = create_model(decoupled.model_name, decoupled.num_classes)
-    if options.dense_weights:
-        load_weights(dense, options.dense_weights)
     models["dense"] = dense.eval()
     for route in options.routes:
         models[f"executor [{route}]"] = compile_decoupled(decoupled, calibration, kernels=ROUTES[route])
         models[f"dense executor [{route}]"] = compile_network(decoupled, kernels=ROUTES[route])
-    if options.pruned:
-        pruned = load_pruned(options.pruned)
+    if pruned is not None:
         models["pruned"] = pruned
         models["pruned executor"] = compile_network(pruned, decoupled.input_shape)
     return models

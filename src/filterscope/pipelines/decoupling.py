@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -203,6 +204,7 @@ def check_run_settings(train_config: TrainConfig, decouple_config: DecoupleConfi
                        model: nn.Module | None) -> None:
     """One clear error for settings of a decoupling run that cannot work together, before any data is read."""
     train_config.validate()
+    decouple_config.validate()
     if model is not None and train_config.weights:
         raise UserInputError("pass either your own model or train_config.weights, not both; load the weights into the model first.")
     if options.distill_weight < 0 or options.distill_temperature <= 0:
@@ -218,6 +220,9 @@ def check_run_settings(train_config: TrainConfig, decouple_config: DecoupleConfi
                              f"{train_config.epochs} epochs to train the gates; give more epochs or set "
                              f"path_finetune_epochs below {train_config.epochs} (0 for none).")
     flops_target_start(train_config, decouple_config, options)
+    for checkpoint, flag in ((train_config.weights, "--weights"), (options.teacher_weights, "--teacher-weights")):
+        if checkpoint:
+            read_checkpoint(checkpoint, flag)  # missing, empty or corrupt: said before the data is decoded
 
 
 def teacher_for(train_config: TrainConfig, options: DecouplingRunOptions, base: nn.Module, own_model: nn.Module | None,
@@ -239,10 +244,10 @@ def steps_per_epoch_of(train_config: TrainConfig, train_set) -> int:
     return min(steps, train_config.max_steps_per_epoch) if train_config.max_steps_per_epoch else steps
 
 
-def resumed_gate_threshold(train_config: TrainConfig, run: RunDir) -> float:
-    """The gate threshold of the checkpoint a resumed run goes on from (its biases come with the
-    weights; the record of their shift from here), else 0."""
-    last = run.checkpoints / "last.pt"
+def resumed_gate_threshold(train_config: TrainConfig, run_dir: str | Path) -> float:
+    """The gate threshold of the checkpoint a resumed run in ``run_dir`` goes on from (its biases come
+    with the weights; the record of their shift from here), else 0."""
+    last = Path(run_dir) / "checkpoints" / "last.pt"
     if train_config.resume and last.exists():
         return float(read_checkpoint(last).get("gate_threshold", 0.0))
     return 0.0
@@ -319,15 +324,15 @@ def run_decoupling(train_config: TrainConfig, decouple_config: DecoupleConfig,
     # process's own generator is seeded at random) and so before the gates' random W1 and the classifiers W_cla.
     torch.manual_seed(train_config.seed)
     base = model if model is not None else create_model(train_config.model, num_classes, train_config.weights)
-    run = RunDir(train_config.run_dir)
     decoupled = DecoupledModel(base, decouple_config, num_classes=num_classes, input_shape=input_shape,
                                model_name=train_config.model if model is None else None, input_mean=mean, input_std=std,
-                               gate_threshold=resumed_gate_threshold(train_config, run))
+                               gate_threshold=resumed_gate_threshold(train_config, train_config.run_dir))
     objective = DecouplingObjective(decoupled, steps_per_epoch_of(train_config, train_set), total_epochs=train_config.epochs,
                                     use_mi=options.use_mi, use_sparsity=options.use_sparsity,
                                     teacher=teacher_for(train_config, options, base, model, num_classes),
                                     distill_weight=options.distill_weight, distill_temperature=options.distill_temperature,
                                     distill_phase=options.distill_phase, compile_teacher=train_config.compile)
+    run = RunDir(train_config.run_dir)  # created once the model, its gates and the teacher are built: a bad one leaves no folder
     recorded_settings = {"decouple": asdict(decoupled.config), "options": asdict(options)}
     if train_config.resume and (run.checkpoints / "last.pt").exists() and distributed.is_main_process():
         upgrade_recorded_settings(run)

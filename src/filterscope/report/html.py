@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserInputError
-from ..io.run_dir import write_text_atomically
+from ..io.run_dir import check_writable, write_text_atomically
 
 REPORT_NAME = "report.html"
 LONG_LIST = 12  # lists longer than this are summarised (count, min, max) instead of printed in full
@@ -48,6 +48,7 @@ def build_report(run_dir: str | Path) -> Path:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     except json.JSONDecodeError as error:
         raise UserInputError(f"{metrics_path} is not valid JSON ({error}); re-run the verb that wrote it.") from None
+    check_writable(run, what="run directory")  # report.html goes into it: said now, not as an OSError
     parts = [f"<h1>Run {escape(run.resolve().name)}</h1>"]
     for name, value in metrics.items():
         parts.append(f"<h2>{escape(str(name))}</h2>")

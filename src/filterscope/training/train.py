@@ -119,6 +119,12 @@ class TrainConfig:
             raise UserInputError(f"batch size must be at least 1, got {self.batch_size}.")
         if not self.lr > 0:
             raise UserInputError(f"learning rate must be positive, got {self.lr}.")
+        if self.workers < 0:
+            raise UserInputError(f"workers must be at least 0 (0 loads the data in the main process), got {self.workers}.")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise UserInputError(f"max steps per epoch must be at least 1 (or unset for whole epochs), got {self.max_steps_per_epoch}.")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise UserInputError(f"num classes must be at least 1 (or unset for the data set's), got {self.num_classes}.")
         check_choices(self)  # schedule, eval_split
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
@@ -288,6 +294,8 @@ def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups:
         The setup, the history so far and the first epoch to train.
     """
     config.validate()
+    if config.weights and model is None:
+        read_checkpoint(config.weights)  # missing, empty or corrupt: said before the data is decoded
     device = distributed.resolve_device(config.device)
     is_distributed = distributed.init_distributed(device)
     if config.threads:

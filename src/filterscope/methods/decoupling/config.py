@@ -44,7 +44,8 @@ class DecoupleConfig:
         lambda_sparsity: λs, weight of the sparsity loss L_s (Eq. 11).
         sparsity_ratio: R, the target share of active filters; one number, or one per gated layer.
         include: fnmatch patterns of unit names to gate (default: every gateable unit).
-        exclude: fnmatch patterns of unit names not to gate.
+        exclude: fnmatch patterns of unit names not to gate. Each include or exclude pattern must match
+            a unit of the model (one that matches none is an error).
         skip_first_and_last: leave the first and the last conv unit ungated (the paper's choice).
         standardize_gate_input: (extension) standardise the pooled input s per channel before W1
             (BatchNorm1d without affine parameters); without it the gates of a pretrained network

@@ -184,6 +184,11 @@ def choose_units(units: list[Unit], config: DecoupleConfig) -> list[Unit]:
             f"the model has {len(units)} conv units; decoupling leaves the first and the last ungated, so it "
             "needs at least 3 (or set skip_first_and_last=False)."
         )
+    names = [unit.name for unit in units]
+    unmatched = [p for p in (*config.include, *config.exclude) if not any(fnmatch.fnmatch(name, p) for name in names)]
+    if unmatched:  # a mistyped pattern would otherwise gate (or leave out) other units than meant, silently
+        raise UserInputError(f"no conv unit matched the include/exclude patterns {unmatched}: each pattern must match a "
+                             "unit of the model; list the units with `filterscope units`.")
     chosen, not_gateable = [], []
     for unit in candidates:
         if config.include and not any(fnmatch.fnmatch(unit.name, p) for p in config.include):
