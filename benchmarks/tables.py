@@ -101,7 +101,8 @@ def baselines_rows(path: Path, result: dict) -> list[dict]:
 
 
 def static_pruning_rows(path: Path, result: dict) -> list[dict]:
-    return [{"run": path.stem, "model": result["model"], "epochs": result["epochs"], "kept_ratio": result["kept_ratio"],
+    return [{"run": path.stem, "model": result["model"], "epochs": result["epochs"],
+             "kept_ratio": result.get("kept_ratio", result.get("kept_filters", 0) / max(result.get("gated_filters", 1), 1)),
              "pruned_units": result["pruned_units"], "top1": result["test_accuracy"],
              "flops_reduction": result["flops_reduction"], "distill_weight": result.get("distill_weight"),
              "seed": result.get("seed")}]
