@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..core.errors import UserInputError
-from .arguments import DefaultsShown, add_execution_arguments, add_run_dir_arguments, finish, prepare
+from .arguments import (DefaultsShown, add_checkpoint_argument, add_execution_arguments, add_run_dir_arguments, finish,
+                        prepare, resolve_checkpoint_argument)
 
 
 def pixel_budget(text: str) -> float:
@@ -29,7 +30,7 @@ def add_adversarial_parser(verbs) -> None:
     parser = verbs.add_parser("adversarial", help="attack a decoupled checkpoint (FGSM, PGD) and detect the adversarials "
                               "from calculation paths against dense and CDRP features (Table 6, Fig. 10)",
                               formatter_class=DefaultsShown)
-    parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a decoupled checkpoint or its run directory")
+    add_checkpoint_argument(parser, "a decoupled checkpoint or its run directory")
     parser.add_argument("--data", required=True, help="the data set the model was trained on (registered name, folder or .zip)")
     parser.add_argument("--attack", nargs="+", default=list(ATTACKS), choices=ATTACKS,
                         help="attacks; with both, a detector trained on FGSM is also tested on PGD")
@@ -87,9 +88,11 @@ def run_adversarial(args) -> int:
     from ..pipelines.paths import checkpoint_of
     from .analysis_verbs import write_verb_config
 
+    resolve_checkpoint_argument(args)
     options = options_from(args)
     if not Path(args.checkpoint).exists():
-        raise UserInputError(f"{args.checkpoint!r} does not exist; give a decoupled checkpoint or its run directory.")
+        raise UserInputError(f"checkpoint {str(args.checkpoint)!r} does not exist; check the --weights path (a decoupled checkpoint "
+                             "or its run directory).")
     checkpoint_of(args.checkpoint)  # a run directory without its checkpoint fails now
     prepare(args, analysis="adversarial")
     summary = measure(options)

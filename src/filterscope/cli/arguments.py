@@ -126,3 +126,22 @@ def finish(run_dir: Any) -> str | None:
     path = build_report(run_dir)
     print(f"report: {path}", file=sys.stderr)
     return str(path)
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The decoupled checkpoint (or its run directory) of a verb that reads one: ``--weights``, as every verb
+    names a checkpoint, or positionally (the older form, kept as an alias)."""
+    parser.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help=f"{help_text} (or give it as --weights)")
+    parser.add_argument("--weights", dest="weights_option", metavar="RUN_OR_CHECKPOINT", help=help_text)
+
+
+def resolve_checkpoint_argument(args: argparse.Namespace) -> str:
+    """The checkpoint given by ``--weights`` or positionally; one sentence when there is none or two."""
+    given = [value for value in (args.checkpoint, args.weights_option) if value is not None]
+    if not given:
+        raise UserInputError("the decoupled checkpoint is required: give it as --weights (a checkpoint file or a "
+                             "`filterscope decouple` run directory).")
+    if len(given) == 2 and given[0] != given[1]:
+        raise UserInputError("give the checkpoint once, either as --weights or positionally, not both.")
+    args.checkpoint = given[0]
+    return given[0]

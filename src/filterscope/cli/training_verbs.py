@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ..core.errors import UserInputError
-from .arguments import DefaultsShown, add_data_arguments, add_execution_arguments, add_run_dir_arguments, finish, prepare
+from .arguments import (DefaultsShown, add_checkpoint_argument, add_data_arguments, add_execution_arguments,
+                        add_run_dir_arguments, finish, prepare, resolve_checkpoint_argument)
 
 
 def add_train_parser(verbs) -> None:
@@ -184,7 +185,7 @@ def add_paths_parser(verbs) -> None:
         "paths", help="calculation paths and filter states of a decoupled model over a data split; written into its run directory",
         formatter_class=DefaultsShown,
     )
-    parser.add_argument("checkpoint", help="a `filterscope decouple` run directory or a decoupled checkpoint file")
+    add_checkpoint_argument(parser, "a `filterscope decouple` run directory or a decoupled checkpoint file")
     add_data_arguments(parser)
     add_run_dir_arguments(parser, help_text="where to write (default: the run directory of the checkpoint)")
     parser.add_argument("--no-save-paths", dest="save_paths", action="store_false",
@@ -195,9 +196,10 @@ def add_paths_parser(verbs) -> None:
 def run_paths(args) -> int:
     from ..pipelines.paths import checkpoint_of, default_run_dir, record_checkpoint_paths
 
-    checkpoint = checkpoint_of(args.checkpoint)
+    checkpoint = checkpoint_of(resolve_checkpoint_argument(args))
     if not checkpoint.is_file():
-        raise UserInputError(f"checkpoint {str(checkpoint)!r} does not exist; give a decoupled checkpoint or its run directory.")
+        raise UserInputError(f"checkpoint {str(checkpoint)!r} does not exist; check the --weights path (a decoupled checkpoint "
+                             "or its run directory).")
     run_dir = args.run_dir if args.run_dir is not None else str(default_run_dir(checkpoint))
     prepare(argparse.Namespace(**{**vars(args), "run_dir": run_dir}), analysis=f"paths_{args.split}")
     summary = record_checkpoint_paths(
