@@ -612,6 +612,13 @@ def test_on_cifar_a_missing_checkpoint_fails_before_the_data_is_decoded(tmp_path
                            capsys=capsys)
     assert_one_clear_error(code, err, "unknown class 'kitten'")
     assert time.process_time() - start < CPU_SECONDS
+    for verb in ("train", "decouple"):  # a checkpoint of another architecture: built against the zip's class count
+        start = time.process_time()
+        code, _, err = run_cli(verb, "--model", "resnet56", "--weights", R20, "--data", CIFAR, "--epochs", "30",
+                               "--run-dir", tmp_path / verb, capsys=capsys)
+        assert_one_clear_error(code, err, "does not fit this model")
+        assert time.process_time() - start < CPU_SECONDS, verb
+        assert not (tmp_path / verb).exists()
 
 
 def test_version_and_the_units_table(capsys):

@@ -27,7 +27,7 @@ from ..core.errors import UserInputError
 from ..models import create_model, load_weights
 from ..models.checkpoint import read_checkpoint
 from ..io.run_dir import RunDir, warn_if_settings_changed
-from ..training.train import TrainConfig, input_normalization, load_data, train
+from ..training.train import TrainConfig, check_weights_fit, input_normalization, load_data, train
 from ..methods.decoupling.batchnorm import recalibrate_batchnorm
 from ..methods.decoupling.checkpoint import decoupled_metadata
 from ..methods.decoupling.config import DecoupleConfig, schedule_settings
@@ -223,6 +223,8 @@ def check_run_settings(train_config: TrainConfig, decouple_config: DecoupleConfi
     for checkpoint, flag in ((train_config.weights, "--weights"), (options.teacher_weights, "--teacher-weights")):
         if checkpoint:
             read_checkpoint(checkpoint, flag)  # missing, empty or corrupt: said before the data is decoded
+            if model is None:
+                check_weights_fit(train_config, checkpoint)  # another architecture: said before the data too
 
 
 def teacher_for(train_config: TrainConfig, options: DecouplingRunOptions, base: nn.Module, own_model: nn.Module | None,

@@ -285,6 +285,15 @@ def train(
     return TrainResult(model=setup.model, history=history, final=final, run_dir=setup.run.path, last_observer=observer)
 
 
+def check_weights_fit(config: TrainConfig, path: str) -> None:
+    """A checkpoint of another architecture, said before the data is decoded: the model is built with the data
+    set's class count (read without decoding the data set) and the checkpoint loaded into it."""
+    from ..data.loading import dataset_info
+
+    classes = config.num_classes or len(dataset_info(config.data).classes)
+    create_model(config.model, classes, path)
+
+
 def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups: Callable[[nn.Module], list[dict]] | None,
                      metrics_key: str) -> tuple[TrainingSetup, list[dict[str, Any]], int]:
     """Validate ``config``, start the process group, load the data, build (or copy) the model and its
@@ -296,6 +305,7 @@ def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups:
     config.validate()
     if config.weights and model is None:
         read_checkpoint(config.weights)  # missing, empty or corrupt: said before the data is decoded
+        check_weights_fit(config, config.weights)
     device = distributed.resolve_device(config.device)
     is_distributed = distributed.init_distributed(device)
     if config.threads:
