@@ -23,18 +23,23 @@ HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("FILTERSCOPE_SHARED", HERE.parents[2].parent / "shared"))
 CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 READOUTS = ("post", "response", "bn")
+# Models that are not built in, by the plugin that registers them (their weights come from --weights).
+PLUGINS = {"mobilenet_v2_zoo": HERE / "mobilenet_v2_plugin.py"}
 
 
-def run(model: str, klass: str, where: str) -> Path:
+def run(model: str, klass: str, where: str, weights: str | None = None) -> Path:
+    """One semantic-prune run; ``weights`` other than the shared checkpoint of ``model`` need ``PLUGINS[model]``."""
     out = HERE / "results" / f"readout_{model}_{klass}_{where}.json"
-    command = ["filterscope", "semantic-prune", "--model", model, "--weights", str(SHARED / "models" / CHECKPOINTS[model]),
+    plugin = ["--plugin", str(PLUGINS[model])] if model in PLUGINS else []
+    weights = weights or str(SHARED / "models" / CHECKPOINTS[model])
+    command = ["filterscope", *plugin, "semantic-prune", "--model", model, "--weights", weights,
                "--data", str(SHARED / "data" / "cifar10-jpeg.zip"), "--classes", klass, "--mode", "nwp",
                "--ratios", "0.05", "0.1", "--where", where, "--threads", "1", "--json", "--quiet"]
     summary = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     import torch
 
-    summary["provenance"] = {"command": " ".join(command[:4] + ["<shared>/models/" + CHECKPOINTS[model]] + command[5:6]
-                                                 + ["<shared>/data/cifar10-jpeg.zip"] + command[7:]),
+    shown = [a.replace(str(SHARED), "<shared>").replace(str(HERE.parents[2]), "<repository>") for a in command]
+    summary["provenance"] = {"command": " ".join(shown),
                              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                                          "python": platform.python_version(), "torch": torch.__version__}}
     out.parent.mkdir(exist_ok=True)
@@ -70,14 +75,15 @@ def draw(model: str, klass: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet20", choices=sorted(CHECKPOINTS))
+    parser.add_argument("--model", default="resnet20", choices=sorted({*CHECKPOINTS, *PLUGINS}))
+    parser.add_argument("--weights", help="checkpoint (default: the shared one of --model)")
     parser.add_argument("--classes", nargs="+", default=["cat"])
     parser.add_argument("--draw-only", action="store_true")
     args = parser.parse_args()
     for klass in args.classes:
         if not args.draw_only:
             for where in READOUTS:
-                print(run(args.model, klass, where), file=sys.stderr)
+                print(run(args.model, klass, where, args.weights), file=sys.stderr)
         print(draw(args.model, klass))
 
 
