@@ -29,19 +29,13 @@ def time_latency(models: dict[str, Callable[[int], object]], count: int, *, repe
     for run in models.values():
         for index in range(count):
             run(index)
-    names = list(models)
-    per_repeat: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            run = models[name]
-            start = time.perf_counter()
-            for index in range(count):
-                run(index)
-            per_repeat[name].append((time.perf_counter() - start) / count * 1e6)
-        if progress is not None:
-            progress(1)
-    return {name: _summary(values) for name, values in per_repeat.items()}
+    def one_pass(run) -> float:
+        start = time.perf_counter()
+        for index in range(count):
+            run(index)
+        return (time.perf_counter() - start) / count * 1e6
+
+    return _rotating_repeats(models, repeats, one_pass, progress)
 
 
 @torch.no_grad()
@@ -52,13 +46,23 @@ def time_throughput(models: dict[str, Callable[[torch.Tensor], object]], batches
     for run in models.values():
         for batch in batches:
             run(batch)
+    def one_pass(run) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        return images / (time.perf_counter() - start)
+
+    return _rotating_repeats(models, repeats, one_pass, None)
+
+
+def _rotating_repeats(models: dict, repeats: int, one_pass: Callable, progress: Callable[[int], None] | None) -> dict:
+    """``one_pass(model)`` for every model in each repeat, in an order that rotates between repeats; summaries."""
     names = list(models)
     per_repeat: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            for batch in batches:
-                models[name](batch)
-            per_repeat[name].append(images / (time.perf_counter() - start))
+            per_repeat[name].append(one_pass(models[name]))
+        if progress is not None:
+            progress(1)
     return {name: _summary(values) for name, values in per_repeat.items()}
