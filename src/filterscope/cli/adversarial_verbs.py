@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..core.errors import UserInputError
-from .arguments import (DefaultsShown, add_checkpoint_argument, add_execution_arguments, add_run_dir_arguments, finish,
+from .arguments import (DefaultsShown, add_checkpoint_argument, add_execution_arguments, add_run_dir_arguments,
                         prepare, resolve_checkpoint_argument)
 
 
@@ -86,7 +85,7 @@ def options_from(args):
 def run_adversarial(args) -> int:
     from ..pipelines.adversarial import run_adversarial as measure
     from ..pipelines.paths import checkpoint_of
-    from .analysis_verbs import write_verb_config
+    from .analysis_verbs import finish_analysis
 
     resolve_checkpoint_argument(args)
     options = options_from(args)
@@ -95,14 +94,7 @@ def run_adversarial(args) -> int:
                              "or its run directory).")
     checkpoint_of(args.checkpoint)  # a run directory without its checkpoint fails now
     prepare(args, analysis="adversarial")
-    summary = measure(options)
-    write_verb_config(args)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _print_summary(summary)
-    finish(args.run_dir)
-    return 0
+    return finish_analysis(args, measure(options), lambda _, summary: _print_summary(summary))
 
 
 def _print_summary(summary: dict) -> None:

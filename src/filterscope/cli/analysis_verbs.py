@@ -183,7 +183,12 @@ def _print_influence(args, summary) -> None:
 def _run_per_class(args, analysis: str, run_pipeline, print_text) -> int:
     """Check everything, run the per-class pipeline, record the verb's flags, print, build the report."""
     prepare(args, analysis=analysis)
-    summary = run_pipeline(_per_class_settings(args))
+    return finish_analysis(args, run_pipeline(_per_class_settings(args)), print_text)
+
+
+def finish_analysis(args, summary: dict, print_text) -> int:
+    """What every analysis verb does once its result is in: record its flags, print the summary (one JSON
+    object with --json, else ``print_text(args, summary)``), build the report and say where it is."""
     write_verb_config(args)
     if args.json:
         print(json.dumps(summary))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..core.errors import UserInputError
-from .analysis_verbs import write_verb_config
-from .arguments import DefaultsShown, add_data_arguments, add_execution_arguments, add_run_dir_arguments, finish, prepare
+from .analysis_verbs import finish_analysis
+from .arguments import DefaultsShown, add_data_arguments, add_execution_arguments, add_run_dir_arguments, prepare
 
 
 def _add_path_arguments(parser: argparse.ArgumentParser, analysis: str) -> None:
@@ -46,14 +45,7 @@ def _run(args, analysis: str, run_pipeline, print_text) -> int:
         from ..models.checkpoint import check_checkpoint_exists
 
         check_checkpoint_exists(args.dense_weights, "--dense-weights")
-    summary = run_pipeline(_settings(args))
-    write_verb_config(args)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print_text(args, summary)
-    finish(args.run_dir)
-    return 0
+    return finish_analysis(args, run_pipeline(_settings(args)), print_text)
 
 
 def add_embed_parser(verbs) -> None:
