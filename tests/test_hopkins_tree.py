@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 import filterscope as fs
 from filterscope.analyses.hopkins import hopkins_sample_size, hopkins_statistic
 from filterscope.analyses.hopkins_tree import HopkinsTreeConfig, build_hopkins_tree, hopkins_tree
-from filterscope.cli import main
+from cli_helpers import assert_one_clear_error, run_cli
 from filterscope.core.hooks import hook_count
 from filterscope.models import create_model, save_atomically
 
@@ -145,19 +145,6 @@ def test_tree_of_the_digits_demo_is_fast_consistent_and_leaves_the_model_alone()
 
 
 # --- the CLI --------------------------------------------------------------------------------------
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_clear_error(code, err, *fragments):
-    lines = [line for line in err.strip().splitlines() if line.strip() and "|" not in line]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
 
 def test_cli_tree_writes_the_run_directory(tmp_path, capsys):
     run = tmp_path / "run"

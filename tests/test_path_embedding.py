@@ -14,7 +14,7 @@ import filterscope as fs
 from filterscope.analyses.embedding_scores import (class_entropy, hash_rows, layer_mutual_information,
                                                   per_filter_mutual_information)
 from filterscope.analyses.path_embedding import PathEmbeddingConfig, dense_responses, embed_features, path_embedding
-from filterscope.cli import main
+from cli_helpers import assert_one_clear_error, run_cli
 from filterscope.core.hooks import hook_count
 from filterscope.engine import base_network
 from filterscope.models import create_model, save_atomically
@@ -128,19 +128,6 @@ def test_dense_network_without_the_gated_units_is_refused():
 
 
 # --- the CLI --------------------------------------------------------------------------------------
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_clear_error(code, err, *fragments):
-    lines = [line for line in err.strip().splitlines() if line.strip() and "|" not in line]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
 
 def test_cli_embed_writes_the_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
