@@ -1,6 +1,4 @@
 import json
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -175,26 +173,6 @@ def test_train_verb_writes_resolved_config_flags_over_yaml(tmp_path, capsys):
 
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["epochs"] == 1 and resolved["lr"] == 0.05 and resolved["batch_size"] == 64
-
-
-def test_demo_writes_a_run_directory(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(tmp_path / "demo"), "--epochs", "3", "--decouple-epochs", "2"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "test top-1" in completed.stdout
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert metrics["demo"]["conv_units"] == 4
-    assert 0.5 < metrics["demo"]["test_accuracy"] <= 1.0
-    assert (tmp_path / "demo" / "config.yaml").exists()
-    assert (tmp_path / "demo" / "checkpoints" / "last.pt").exists()
-    assert completed.stdout.count("report:") == 2  # the demo's own run and its decoupled run
-    assert main(["report", str(tmp_path / "demo")]) == 0  # the report of a real run directory
-    page = (tmp_path / "demo" / "report.html").read_text()
-    assert (tmp_path / "demo" / "decoupled" / "report.html").exists()
-    assert "<h2>demo</h2>" in page and "test_accuracy" in page
 
 
 def test_units_verb_lists_resnet20(capsys):

@@ -14,9 +14,10 @@ def small_run(tmp_path):
     run = RunDir(tmp_path / "run")
     run.write_config({"model": "digits_cnn", "note": "<b>not markup</b>"})
     run.update_metrics("train", {"final": {"accuracy": 0.9375, "epochs": 3}, "history": [
-        {"epoch": 1, "loss": 0.5, "per_layer": {"a": 1}}, {"epoch": 2, "loss": 0.25, "lr": 0.01},
+        {"epoch": 1, "train_ce": 0.5, "test_accuracy": 0.8}, {"epoch": 2, "train_ce": 0.25, "test_accuracy": 0.9},
     ]})
-    run.update_metrics("paths", {"widths": list(range(40)), "names": ["conv1", "conv2"]})
+    run.update_metrics("paths", {"widths": list(range(40)), "names": ["conv1", "conv2"], "per_epoch": [
+        {"epoch": 1, "loss": 0.5, "per_layer": {"a": 1}}, {"epoch": 2, "loss": 0.25, "lr": 0.01}]})
     figure, axis = plt.subplots()
     axis.plot([0, 1], [1, 0])
     save_figure(figure, run.figures / "curve.png")
@@ -28,12 +29,17 @@ def test_report_shows_every_analysis_the_history_figures_and_config(tmp_path):
     run = small_run(tmp_path)
     page = build_report(run.path).read_text()
     assert page.startswith("<!DOCTYPE html>")
-    assert "<h2>train</h2>" in page and "<h2>paths</h2>" in page
-    assert "<th>final.accuracy</th><td class=\"number\">0.9375</td>" in page
-    # the per-epoch records become one table: a column per scalar field any record has, nested fields left out
+    # a known analysis gets its section (heading, explanation, its own table and the curves drawn from its history)
+    assert '<section id="training">\n<h2>Training</h2>' in page and '<p class="intro">How the dense network' in page
+    assert "<td>top-1</td><td class=\"number\">0.9375</td>" in page
+    assert '<img src="figures/training_curves.png" alt="Training loss' in page
+    assert (run.path / "figures" / "training_curves.png").stat().st_size > 1000
+    # what no section describes is still shown, generically: scalars as rows, records as a table
+    assert '<section id="other">\n<h2>Other results</h2>' in page and "<h3>paths</h3>" in page
     assert "<tr><th>epoch</th><th>loss</th><th>lr</th></tr>" in page and "per_layer" not in page
     assert "40 values, min 0, max 39" in page and "conv1, conv2" in page
-    assert '<img src="figures/curve.png"' in page and "arrays/paths_test.npz" in page
+    assert '<img src="figures/curve.png" alt="Figure curve."' in page and "arrays/paths_test.npz" in page
+    assert page.index("<h2>Training</h2>") < page.index("<h2>Other results</h2>") < page.index("<h2>Configuration</h2>")
     assert "&lt;b&gt;not markup&lt;/b&gt;" in page and "<b>not markup</b>" not in page
 
 

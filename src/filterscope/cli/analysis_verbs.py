@@ -88,6 +88,7 @@ def add_report_parser(verbs) -> None:
     parser = verbs.add_parser("report", help="write report.html of a run directory from its metrics, figures and config")
     parser.add_argument("run_dir_positional", nargs="?", metavar="RUN_DIR", help="the run directory (same as --run-dir)")
     parser.add_argument("--run-dir", help="a folder a filterscope verb wrote")
+    parser.add_argument("--single-file", action="store_true", help="embed the figures in the page so it can be sent alone")
 
 
 def run_report(args) -> int:
@@ -97,7 +98,7 @@ def run_report(args) -> int:
     run_dir = args.run_dir or args.run_dir_positional
     if run_dir is None:
         raise UserInputError("give the run directory: filterscope report RUN_DIR (or --run-dir RUN_DIR).")
-    print(f"report: {build_report(run_dir)}")  # the verb's one result, on stdout
+    print(f"report: {build_report(run_dir, single_file=args.single_file)}")  # the verb's one result, on stdout
     return 0
 
 
@@ -194,7 +195,7 @@ def finish_analysis(args, summary: dict, print_text) -> int:
         print(json.dumps(summary))
     else:
         print_text(args, summary)
-    finish(args.run_dir)
+    finish(args.run_dir, args.verb)
     return 0
 
 

@@ -116,13 +116,16 @@ def prepare(args: argparse.Namespace, *, analysis: str | None = None, run_dir_re
                   analysis=analysis)
 
 
-def finish(run_dir: Any) -> str | None:
-    """Build ``report.html`` of the run directory the verb wrote and say where it is (on stderr, so that
-    --json keeps stdout one JSON object); the path, or None when the verb wrote no run directory."""
+def finish(run_dir: Any, verb: str) -> str | None:
+    """Record the versions and the machine (``environment.json[verb]``), build ``report.html`` of the run
+    directory the verb wrote and say where it is (on stderr, so that --json keeps stdout one JSON object);
+    the path, or None when the verb wrote no run directory."""
+    from ..io.environment import record_environment
     from ..report.html import build_report
 
     if run_dir is None:
         return None
+    record_environment(run_dir, verb)
     path = build_report(run_dir)
     print(f"report: {path}", file=sys.stderr)
     return str(path)

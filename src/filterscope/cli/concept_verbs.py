@@ -73,7 +73,7 @@ def run_occlude(args) -> int:
         for name, row in summary["per_layer"].items():
             print(f"  {name:>18s} {row['mean_switched_off']:8.2f} {row['single_iou']:7.4f} {row['best_single_iou']:7.4f} "
                   f"{row['union_iou']:7.4f} {row['union_over_single']:12.2f} {row['stayed_on_iou']:9.4f}")
-    finish(args.run_dir)
+    finish(args.run_dir, args.verb)
     return 0
 
 
@@ -124,7 +124,7 @@ def run_dissect(args) -> int:
         for row in summary["per_layer"]:
             print(f"  {row['layer']:>18s} " + " ".join(
                 f"{row[f'{v}_score']:15.4f} {row[f'{v}_detectors']:>8d}/{row['filters']:<5d}" for v in variants))
-    finish(args.run_dir)
+    finish(args.run_dir, args.verb)
     return 0
 
 

@@ -58,5 +58,5 @@ def run_bench(args) -> int:
         run.update_metrics("bench", result)
         write_text_atomically(run.path / "bench.md", table)
     print(json.dumps(result) if args.json else table)
-    finish(args.run_dir)
+    finish(args.run_dir, args.verb)
     return 0

@@ -57,7 +57,7 @@ def run_train(args) -> int:
     result = train(config)
     if distributed.is_main_process():
         print(json.dumps({"run_dir": str(result.run_dir), "accuracy": result.final["accuracy"], "split": config.eval_split}))
-        finish(result.run_dir)
+        finish(result.run_dir, args.verb)
     distributed.shutdown()
     return 0
 
@@ -175,7 +175,7 @@ def run_decouple(args) -> int:
     if distributed.is_main_process():
         keys = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "energetic_fraction", "silent_fraction", "dynamic_fraction")
         print(json.dumps({"run_dir": train_config.run_dir, **{k: summary[k] for k in keys}}))
-        finish(train_config.run_dir)
+        finish(train_config.run_dir, args.verb)
     distributed.shutdown()
     return 0
 
@@ -215,42 +215,59 @@ def run_paths(args) -> int:
               f"{summary['mean_flops'] / 1e6:.2f} M FLOPs per image (reduction {summary['flops_reduction']:.2f}x), "
               f"filters {summary['energetic_fraction']:.1%} energetic / {summary['silent_fraction']:.1%} silent / "
               f"{summary['dynamic_fraction']:.1%} dynamic; written to {summary['run_dir']}")
-    finish(summary["run_dir"])
+    finish(summary["run_dir"], args.verb)
     return 0
 
 
 def add_demo_parser(verbs) -> None:
-    parser = verbs.add_parser("demo", help="train the small CNN on the embedded digits, evaluate it and decouple it "
-                              "(about a minute); writes a run directory with report.html", formatter_class=DefaultsShown)
+    parser = verbs.add_parser("demo", help="every analysis end to end (train, decouple, paths, embedding, tree, occlusion, "
+                              "dissection, adversarial detection, semantic pruning, influence, engine latency) and its "
+                              "report.html; the digits CNN in about two minutes, or your own model and data",
+                              formatter_class=DefaultsShown)
     add_run_dir_arguments(parser, default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs of dense training")
-    parser.add_argument("--decouple-epochs", type=int, default=15, help="epochs of decoupling; 0 skips it")
-    parser.add_argument("--seed", type=int, default=0, help="data order and initialisation")
+    parser.add_argument("--model", default="digits_cnn", help="registered model (or one a --plugin registers)")
+    parser.add_argument("--data", default="digits", help="registered data set, or a folder or .zip of split/class/images")
+    parser.add_argument("--weights", default=None, help="start here instead of training: a plain checkpoint (decoupled "
+                        "next) or a decoupled one (analysed as it is)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of dense training (without --weights)")
+    parser.add_argument("--decouple-epochs", type=int, default=15, help="epochs of decoupling; 0 skips it and the "
+                        "steps that need gates")
+    parser.add_argument("--quick", action="store_true", help="smaller samples and fewer steps on data other than digits")
+    parser.add_argument("--seed", type=int, default=0, help="data order, initialisation, samples")
     add_execution_arguments(parser, batch_size=None, json_output=False)
 
 
 def run_demo(args) -> int:
-    from ..pipelines.demo import run_demo as demo
-    from ..report.html import build_report
+    from ..pipelines.demo import DemoOptions, run_demo as demo
 
     if args.epochs < 1:
         raise UserInputError(f"--epochs must be at least 1, got {args.epochs}.")
     if args.decouple_epochs < 0:
         raise UserInputError(f"--decouple-epochs must be at least 0 (0 skips decoupling), got {args.decouple_epochs}.")
+    _check_demo_inputs(args)
     prepare(args)
     if args.overwrite and Path(args.run_dir).is_dir():
         shutil.rmtree(args.run_dir)
-    summary = demo(args.run_dir, epochs=args.epochs, decouple_epochs=args.decouple_epochs, seed=args.seed,
-                   progress=not args.quiet)
-    print(f"demo: digits_cnn on digits, test top-1 {summary['test_accuracy']:.4f} after {summary['epochs']} epochs")
-    print(f"      {summary['conv_units']} conv units, {summary['flops_per_image']:,} FLOPs per image, {summary['parameters']:,} parameters")
-    if "decouple" in summary:
-        d = summary["decouple"]
-        print(f"decoupled: top-1 {d['accuracy']:.4f}, {d['mean_flops']:,.0f} FLOPs per image ({d['flops_reduction']:.2f}x fewer), "
-              f"filters {100 * d['energetic_fraction']:.0f}% energetic / {100 * d['silent_fraction']:.0f}% silent / "
-              f"{100 * d['dynamic_fraction']:.0f}% dynamic")
-    print(f"      run directory: {summary['run_dir']}")
-    for folder in [summary["run_dir"]] + ([summary["decouple"]["run_dir"]] if "decouple" in summary else []):
-        print(f"      report: {build_report(folder)}")
+    summary = demo(DemoOptions(run_dir=args.run_dir, model=args.model, data=args.data, weights=args.weights,
+                               epochs=args.epochs, decouple_epochs=args.decouple_epochs, quick=args.quick, seed=args.seed,
+                               threads=args.threads, progress=not args.quiet))
+    print(f"demo: {summary['model']} on {summary['data']}, {summary['seconds']:.0f} s")
+    width = max(len(name) for name in summary["steps"])
+    for name, line in summary["steps"].items():
+        print(f"  {name:<{width}s}  {line}")
+    print(f"report: {summary['report']}")
     sys.stdout.flush()
     return 0
+
+
+def _check_demo_inputs(args) -> None:
+    """An unknown model or data set, or a missing checkpoint, fails now, before anything is trained."""
+    from ..data.loading import dataset_info
+    from ..models import model_spec
+
+    model_spec(args.model)
+    dataset_info(args.data)
+    if args.weights is not None:
+        from ..models.checkpoint import check_checkpoint_exists
+
+        check_checkpoint_exists(args.weights)

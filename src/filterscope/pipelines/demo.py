@@ -1,68 +1,92 @@
-"""``filterscope demo``: the whole pipeline on the embedded digits data, in about a minute.
+"""``filterscope demo``: every analysis end to end into one run directory, then its report.
 
-It trains the small CNN on the 8×8 digits, evaluates it, then decouples it (gates + the three
-losses) and reports accuracy, FLOPs and filter states under the gates; each analysis adds its
-step here as it lands.
+On the embedded digits (the default) it trains the small CNN, decouples it, records the paths, runs
+each analysis (path embedding and tree, occlusion and dissection, adversarial detection, semantic
+pruning, influential features, the engine's latency) and writes ``report.html``, in about two minutes
+on two CPU cores. Given ``model``/``weights``/``data`` it runs the same pipeline on the user's own
+network: a decoupled checkpoint skips training and decoupling, a plain one skips training. The slow
+steps take samples of the data whose sizes :func:`sizes_for` sets (smaller with ``quick``).
+
+Layout of the run directory: the dense training run at its top (``checkpoints/last.pt``, or
+``dense.pt`` when a decoupled checkpoint was given), the decoupling run in ``decoupled/``, every
+analysis's numbers in ``metrics.json`` and figures in ``figures/``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
+from dataclasses import replace
+from typing import Any
 
-from ..core.flops import count_costs
-from ..models import model_spec
+from ..core.errors import UserInputError
+from ..io.environment import record_environment
 from ..io.run_dir import RunDir
-from ..training.train import TrainConfig, train
-from ..core.units import find_units
+from .demo_state import DemoOptions, DemoState, is_decoupled
+from .demo_steps import STEPS
+
+__all__ = ["DemoOptions", "run_demo"]
 
 
-def run_demo(run_dir: str | Path = "runs/demo", *, epochs: int = 30, decouple_epochs: int = 15, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Train and evaluate ``digits_cnn`` on ``digits``, decouple it, and write ``run_dir``.
+def run_demo(options: DemoOptions | None = None, **overrides: Any) -> dict[str, Any]:
+    """Run every step into ``options.run_dir`` and build its report.
 
-    One intra-op thread: on 8×8 images more threads only add synchronisation.
+    A step an analysis cannot do on the given network (a model without gateable units, a data set too small
+    for a sample) is recorded as skipped with its reason; the other steps go on.
 
     Returns:
-        The summary that is also written to ``metrics.json`` under ``"demo"``.
+        ``{"steps": {name: one-line result}, "seconds": {name: s}, "report": path, ...}``, also stored as
+        ``metrics.json["demo"]``.
     """
-    config = TrainConfig(
-        model="digits_cnn", data="digits", epochs=epochs, batch_size=64, lr=0.05, weight_decay=5e-4,
-        schedule="cosine", seed=seed, run_dir=str(run_dir), progress=progress, threads=1,
-    )
-    result = train(config)
-    spec = model_spec("digits_cnn")
-    units = find_units(result.model, spec.input_shape)
-    costs = count_costs(result.model, spec.input_shape, units)
-    summary = {
-        "model": "digits_cnn",
-        "data": "digits",
-        "test_accuracy": result.final["accuracy"],
-        "per_class_accuracy": result.final["per_class_accuracy"],
-        "epochs": epochs,
-        "conv_units": len(units),
-        "flops_per_image": costs.total_flops,
-        "parameters": costs.total_params,
-        "run_dir": str(result.run_dir),
-    }
-    if decouple_epochs > 0:
-        summary["decouple"] = decouple_digits(Path(run_dir), result.run_dir / "checkpoints" / "last.pt", decouple_epochs, seed, progress)
-    RunDir(run_dir).update_metrics("demo", summary)
+    from ..report.html import build_report
+
+    options = options or DemoOptions(**overrides)
+    if is_decoupled(options.weights):  # its architecture is the one it was decoupled from
+        options = replace(options, model=_model_of(options.weights) or options.model)
+    state = DemoState(options, RunDir(options.run_dir))
+    started = time.perf_counter()
+    steps = [(name, step) for name, step in STEPS if name in ("train", "decouple") or _wanted(state, name)]
+    for number, (name, step) in enumerate(steps, 1):
+        if options.progress:
+            print(f"[{number}/{len(steps)}] {name}", flush=True)
+        step_start = time.perf_counter()
+        try:
+            state.results[name] = step(state)
+        except UserInputError as error:
+            if name in ("train", "decouple"):
+                raise
+            state.results[name] = f"skipped: {error}"
+        state.seconds[name] = round(time.perf_counter() - step_start, 1)
+    summary = _summary(state, time.perf_counter() - started)
+    state.run.update_metrics("demo", summary)
+    record_environment(state.run.path, "demo")
+    summary["report"] = str(build_report(state.run.path))
     return summary
 
 
-def decouple_digits(run_dir: Path, weights: Path, epochs: int, seed: int, progress: bool) -> dict:
-    """Decouple the trained digits CNN (settings as in benchmarks/decouple_resnet20.py, scaled to its 2 gated layers)."""
-    from ..methods.decoupling import DecoupleConfig
-    from .decoupling import DecouplingRunOptions, run_decoupling
+def _wanted(state: DemoState, name: str) -> bool:
+    """Steps that read the decoupled model need one; the per-class steps need only the dense network."""
+    needs_gates = name not in ("semantic pruning", "influence")
+    return not needs_gates or state.options.decouple_epochs > 0 or is_decoupled(state.options.weights)
 
-    train_config = TrainConfig(
-        model="digits_cnn", data="digits", weights=str(weights), epochs=epochs, batch_size=64, lr=0.02,
-        schedule="cosine", seed=seed, run_dir=str(run_dir / "decoupled"), progress=progress, threads=1,
-    )
-    decouple_config = DecoupleConfig(
-        lambda_mi=0.01, lambda_kl=1.0, lambda_sparsity=5.0, sparsity_ratio=0.5, sparsity_form="mean",
-        sparsity_on="evaluation", gate_lr_scale=10.0,
-    )
-    result = run_decoupling(train_config, decouple_config, DecouplingRunOptions(recalibrate_bn_images=2000))
-    keys = ("accuracy", "mean_flops", "dense_flops", "flops_reduction", "energetic_fraction", "silent_fraction", "dynamic_fraction")
-    return {"run_dir": train_config.run_dir, **{k: result[k] for k in keys}}
+
+def _model_of(weights: str) -> str | None:
+    from ..models.checkpoint import read_checkpoint
+
+    return read_checkpoint(weights).get("model_name")
+
+
+def _summary(state: DemoState, seconds: float) -> dict[str, Any]:
+    from ..core.flops import count_costs
+    from ..core.units import find_units
+    from ..models import create_model, model_spec
+
+    options = state.options
+    spec = model_spec(options.model)
+    network = create_model(options.model)
+    units = find_units(network, spec.input_shape)
+    costs = count_costs(network, spec.input_shape, units)
+    return {"model": options.model, "data": str(options.data), "weights": options.weights, "quick": options.quick,
+            "conv_units": len(units), "flops_per_image": costs.total_flops, "parameters": costs.total_params,
+            "dense_weights": state.dense_weights, "decoupled_weights": state.decoupled_weights,
+            "steps": state.results, "step_seconds": state.seconds, "seconds": round(seconds, 1),
+            "run_dir": str(state.run.path)}

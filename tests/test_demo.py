@@ -1,0 +1,119 @@
+"""``filterscope demo`` end to end (short epochs) and its report, opened in headless Chromium.
+
+One demo run is shared by the module: it trains, decouples and runs every analysis into one run
+directory. The report's full-page screenshot is kept under ``test-artifacts/`` (or
+``$FILTERSCOPE_TEST_ARTIFACTS``) for a person to look at.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from browser import open_page, require_browser
+from filterscope.pipelines.demo_steps import STEPS
+from filterscope.report.html import build_report, present_sections
+from filterscope.report.sections import SECTIONS
+
+ARTIFACTS = Path(os.environ.get("FILTERSCOPE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+ANALYSES = ("model", "training", "decoupling", "paths", "concepts", "adversarial", "semantic", "influence", "engine")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("demo") / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(run_dir), "--epochs", "3", "--decouple-epochs", "3"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return run_dir, completed.stdout
+
+
+def test_demo_prints_one_line_per_step_and_the_report(demo_run):
+    run_dir, stdout = demo_run
+    for name, _ in STEPS:
+        assert re.search(rf"^  {re.escape(name)} +\S", stdout, re.MULTILINE), f"no result line for {name!r}:\n{stdout}"
+    assert "skipped" not in stdout  # on digits every step runs
+    assert stdout.strip().splitlines()[-1] == f"report: {run_dir / 'report.html'}"
+
+
+def test_demo_writes_every_analysis_into_one_run_directory(demo_run):
+    run_dir, _ = demo_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train", "demo", "path_embedding", "path_tree", "occlusion", "dissection", "adversarial",
+                "semantic_pruning", "influence", "bench"):
+        assert key in metrics, key
+    assert metrics["demo"]["conv_units"] == 4 and metrics["demo"]["flops_per_image"] == 1_198_720
+    assert set(metrics["demo"]["steps"]) == {name for name, _ in STEPS}
+    assert 0.3 < metrics["train"]["final"]["accuracy"] <= 1.0
+    decoupled = json.loads((run_dir / "decoupled" / "metrics.json").read_text())
+    assert decoupled["decouple"]["flops_reduction"] > 1.0
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "decoupled" / "checkpoints" / "last.pt").is_file()
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["demo"]["packages"]["torch"] and environment["demo"]["cpus"] >= 1
+
+
+def test_report_has_every_section_in_order_with_a_figure_each_and_no_external_url(demo_run):
+    run_dir, _ = demo_run
+    assert [s.key for s in present_sections(run_dir)] == list(ANALYSES)
+    page = (run_dir / "report.html").read_text()
+    positions = [page.index(f'<section id="{key}">') for key in ANALYSES]
+    assert positions == sorted(positions)
+    for key in ANALYSES[1:]:  # every analysis (the model's own section is a table) shows at least one figure
+        section = page[page.index(f'<section id="{key}">'):page.index("</section>", page.index(f'<section id="{key}">'))]
+        assert "<img " in section and "<table>" in section, key
+    images = re.findall(r'<img src="([^"]+)" alt="([^"]*)"', page)
+    assert len(images) >= 15 and all(alt.strip() for _, alt in images)
+    assert all((run_dir / src).is_file() for src, _ in images)
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "http://" not in page and "https://" not in page
+    assert "<h2>Configuration</h2>" in page and "<h2>Versions and machine</h2>" in page
+
+
+def test_report_rebuilds_from_a_copied_folder_and_shows_an_analysis_added_later(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(run_dir, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    bench = metrics.pop("bench")
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    (copy / "figures" / "engine_latency.png").unlink()
+    page = build_report(copy).read_text()
+    assert '<section id="engine">' not in page and '<section id="adversarial">' in page
+    metrics["bench"] = bench
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(copy).read_text()
+    assert '<section id="engine">' in page and (copy / "figures" / "engine_latency.png").is_file()
+
+
+def test_report_in_a_browser_loads_every_image_without_console_errors(demo_run):
+    require_browser()
+    run_dir, _ = demo_run
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    report = open_page(run_dir / "report.html", ARTIFACTS / "demo-report.png")
+    assert report.images and all(width > 0 for _, width in report.images), report.images
+    assert report.console_errors == [] and report.external_requests == []
+    titles = {s.key: s.title for s in SECTIONS}
+    assert [h for h, i in zip(report.headings, report.section_ids) if i in titles] == [titles[k] for k in ANALYSES]
+    assert report.screenshot.stat().st_size > 50_000
+
+
+def test_single_file_report_embeds_every_figure(demo_run, tmp_path):
+    require_browser()
+    run_dir, _ = demo_run
+    copy = tmp_path / "single"
+    shutil.copytree(run_dir, copy)
+    page_path = build_report(copy, single_file=True)
+    alone = tmp_path / "mailed.html"
+    shutil.copy(page_path, alone)  # the page without its folder
+    page = alone.read_text()
+    assert 'src="figures/' not in page and page.count('src="data:image/png;base64,') >= 15
+    report = open_page(alone, tmp_path / "single.png")
+    assert report.images and all(width > 0 for _, width in report.images)
+    assert report.console_errors == []
