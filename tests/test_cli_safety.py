@@ -143,13 +143,10 @@ RUN_DIR_KINDS = ("run dir is a file", "run dir below a file", "run dir holds ano
 # One entry per verb of the CLI; a verb added later joins the sweep with its own entry here.
 SWEEP = [
     Verb("demo", call=("--epochs", "1", "--decouple-epochs", "0", "--threads", "1", "--quiet"),
+         model="--model", checkpoints=(Checkpoint("--weights", "plain", required=False),), data="--data",
          numbers=_numbers("threads", extra=((("--epochs", "0"), "--epochs must be at least 1"),
                                             (("--decouple-epochs", "-1"), "--decouple-epochs must be at least 0"))),
          run_dir="--run-dir", not_applicable={
-             "checkpoint missing": "trains its own model", "checkpoint empty": "trains its own model",
-             "checkpoint corrupt": "trains its own model", "checkpoint of another architecture": "trains its own model",
-             "data missing": "always the embedded digits", "data truncated": "always the embedded digits",
-             "data of the wrong layout": "always the embedded digits", "unknown model": "always digits_cnn",
              "unknown class": NO_CLASSES, "unknown unit": NO_UNITS, "required input left out": "every input has a default",
              "run dir to read or resume is missing": "has no --resume"}),
     Verb("train", call=("--epochs", "1", "--batch-size", "64", "--max-steps-per-epoch", "1", "--threads", "1", "--quiet"),

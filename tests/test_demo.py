@@ -117,3 +117,19 @@ def test_single_file_report_embeds_every_figure(demo_run, tmp_path):
     report = open_page(alone, tmp_path / "single.png")
     assert report.images and all(width > 0 for _, width in report.images)
     assert report.console_errors == []
+
+
+def test_demo_of_a_decoupled_checkpoint_skips_training_and_analyses_it(demo_run, tmp_path):
+    run_dir, _ = demo_run
+    target = tmp_path / "given"
+    completed = subprocess.run(
+        [sys.executable, "-m", "filterscope", "demo", "--weights", str(run_dir / "decoupled" / "checkpoints" / "last.pt"),
+         "--run-dir", str(target), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    steps = json.loads((target / "metrics.json").read_text())["demo"]["steps"]
+    assert steps["train"].startswith("skipped: ") and steps["decouple"].startswith("skipped: ")
+    assert not any(line.startswith("skipped") for name, line in steps.items() if name not in ("train", "decouple"))
+    assert (target / "dense.pt").is_file() and "paths_test" in json.loads((target / "metrics.json").read_text())
+    assert [s.key for s in present_sections(target)] == [k for k in ANALYSES if k != "training"]

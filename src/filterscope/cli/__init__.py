@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..core.errors import UserInputError
 from . import adversarial_verbs, analysis_verbs, concept_verbs, engine_verbs, path_verbs, training_verbs
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line is one line for the user, not a source location."""
+    print(f"filterscope: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .plugins import load_plugin, split_plugin_arguments
 
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return VERBS[args.verb][1](args)
     except UserInputError as error:

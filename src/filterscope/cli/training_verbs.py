@@ -261,13 +261,27 @@ def run_demo(args) -> int:
 
 
 def _check_demo_inputs(args) -> None:
-    """An unknown model or data set, or a missing checkpoint, fails now, before anything is trained."""
+    """An unknown model or data set, or a checkpoint that is missing, unreadable or of another architecture,
+    fails now, before anything is trained or written."""
     from ..data.loading import dataset_info
-    from ..models import model_spec
+    from ..models import create_model, model_spec
+    from ..pipelines.demo_state import is_decoupled
 
     model_spec(args.model)
     dataset_info(args.data)
-    if args.weights is not None:
-        from ..models.checkpoint import check_checkpoint_exists
+    if Path(args.data).expanduser().exists():  # a folder or zip: the demo reads both of its splits
+        from ..data.image_folder import ImageFolderSource
 
-        check_checkpoint_exists(args.weights)
+        source = ImageFolderSource(args.data)
+        for split in ("train", "test"):
+            source.require_split(split)
+    if args.weights is None:
+        return
+    if is_decoupled(args.weights):
+        from ..methods.decoupling import load_decoupled
+
+        load_decoupled(args.weights)  # its architecture is its own: the one it was decoupled from
+    else:
+        from ..models.checkpoint import load_weights
+
+        load_weights(create_model(args.model), args.weights)

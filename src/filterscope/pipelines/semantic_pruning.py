@@ -18,7 +18,8 @@ from ..core.units import Unit, find_units
 from ..io.run_dir import RunDir
 from ..methods.semantic_pruning.evaluation import MaskEvaluation
 from ..methods.semantic_pruning.responses import AccumulatedResponse, accumulate_responses
-from ..methods.semantic_pruning.selection import resolve_class
+from ..methods.semantic_pruning.overlap import overlap_matrices
+from ..methods.semantic_pruning.selection import resolve_class, select_pruned
 from ..methods.semantic_pruning.sweep import SemanticPruningConfig, sweep
 from ..report import figures_semantic as figures
 from .per_class import PerClassSettings, load_per_class_workload
@@ -52,7 +53,7 @@ def run_semantic_pruning(settings: PerClassSettings, config: SemanticPruningConf
     summary = {**settings.header(), "where": config.where, "response_split": settings.statistics_split,
                "eval_split": settings.eval_split, "classes": classes, "results": summary_rows(evaluations, classes)}
     if settings.run_dir is not None:
-        write_semantic_pruning_run(RunDir(settings.run_dir), response, evaluations, summary, units)
+        write_semantic_pruning_run(RunDir(settings.run_dir), response, evaluations, summary, units, config.exclude)
     return summary
 
 
@@ -71,9 +72,24 @@ def summary_rows(evaluations: Sequence[MaskEvaluation], classes: Sequence[str]) 
 
 
 def write_semantic_pruning_run(run: RunDir, response: AccumulatedResponse, evaluations: Sequence[MaskEvaluation],
-                               summary: dict[str, Any], units: Sequence[Unit]) -> None:
+                               summary: dict[str, Any], units: Sequence[Unit], exclude: Sequence[str] = ()) -> None:
     """Write the responses, ``metrics.json["semantic_pruning"]`` and the figures into ``run``."""
     response.save(run.arrays / "semantic_response.npz")
     run.update_metrics("semantic_pruning", summary)
     figures.plot_class_curves(evaluations, response.classes, run.figures / "semantic_curves.png")
     figures.plot_direct_residual(evaluations, [unit.name for unit in units], run.figures / "semantic_dp_rp.png")
+    _draw_overlaps(run, response, evaluations, exclude)
+
+
+def _draw_overlaps(run: RunDir, response: AccumulatedResponse, evaluations: Sequence[MaskEvaluation],
+                   exclude: Sequence[str]) -> None:
+    """Kept/pruned overlap between the swept classes at the largest ratio θ of the first mode (two classes or more)."""
+    class_indices = sorted({e.class_index for e in evaluations})
+    ratios = [e.setting for e in evaluations if isinstance(e.setting, float) and e.setting > 0]
+    if len(class_indices) < 2 or not ratios:
+        return
+    mode, theta = evaluations[0].mode, max(ratios)
+    masks = [select_pruned(response, index, theta, mode, exclude=exclude) for index in class_indices]
+    names = [response.classes[i] if response.classes else str(i) for i in class_indices]
+    figures.plot_overlap_matrix(overlap_matrices(masks), names, run.figures / "semantic_overlap.png",
+                                title=f"Overlap of the classes' filter sets at θ = {theta:g} ({mode})")

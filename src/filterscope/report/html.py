@@ -38,8 +38,9 @@ td, th { border: 1px solid #ddd; padding: .2em .6em; text-align: left; vertical-
 th { background: #f4f4f4; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; padding: .8em; overflow-x: auto; font-size: .85em; }
 figure { display: inline-block; margin: .5em 1.5em 1em 0; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; max-height: 34em; border: 1px solid #eee; }
+figure img { max-width: 100%; max-height: 28em; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #555; max-width: 40em; } details { margin: .5em 0 1em; }
+div.wide { overflow-x: auto; }
 """
 
 

@@ -53,10 +53,11 @@ def _list_text(values: list) -> str:
 
 
 def _per_class(classes: Sequence[str], columns: dict[str, Sequence[float]], caption: str) -> str:
+    """One row per measure, one column per class (a long class list wraps in the page's scroll)."""
     if not classes:
         return ""
-    rows = [[name] + [values[i] if i < len(values) else None for values in columns.values()] for i, name in enumerate(classes)]
-    return table_html(["class", *columns], rows, caption)
+    rows = [[label] + [values[i] if i < len(values) else None for i in range(len(classes))] for label, values in columns.items()]
+    return f"<div class=\"wide\">{table_html(['class', *classes], rows, caption)}</div>"
 
 
 def model_tables(value: dict) -> str:
@@ -181,6 +182,10 @@ def influence_tables(value: dict) -> str:
             ("flops_final_decomposed", "final layer FLOPs, decomposed"), ("num_features", "features"),
             ("jaccard_mean_offdiagonal", "mean Jaccard overlap between classes"))
     parts = [_pairs(value, keys)]
+    if value.get("per_class_full"):
+        parts.append(_per_class(list(value.get("indices", {})) or [str(i) for i in range(len(value["per_class_full"]))],
+                                {"recall, full layer": value["per_class_full"],
+                                 "recall, decomposed": value.get("per_class_decomposed", [])}, "Per class"))
     indices = value.get("indices", {})
     if indices:
         parts.append(table_html(("class", "influential features"), [(k, ", ".join(map(str, v))) for k, v in indices.items()],
