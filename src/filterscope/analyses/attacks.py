@@ -150,8 +150,8 @@ def _captum():
     try:
         from captum.robust import FGSM, PGD
     except ImportError:
-        raise UserInputError("the attacks need captum; install filterscope with its attacks extra "
-                             "(pip install 'filterscope[attacks]').") from None
+        raise UserInputError("the attacks need captum, a dependency of filterscope that is missing here; "
+                             "pip install 'captum>=0.7'.") from None
     return FGSM, PGD
 
 
