@@ -15,6 +15,8 @@ from .demo_state import DIGITS, DemoOptions, DemoState, is_decoupled
 
 __all__ = ["STEPS", "DemoSizes", "sizes_for"]
 
+VAL_FRACTION = 0.05  # share of a large training split held out to evaluate the per-class steps on (2,500 CIFAR-10 images)
+
 
 @dataclass(frozen=True)
 class DemoSizes:
@@ -30,7 +32,7 @@ class DemoSizes:
     cdrp_steps: int
     semantic_ratios: tuple[float, ...]
     semantic_modes: tuple[str, ...]
-    statistics_split: str  # split the per-class statistics come from ("val": a share of the training split)
+    eval_split: str  # split the per-class analyses are evaluated on ("val": a held-out share of the training split)
     bench_inputs: int
     bench_repeats: int
     bench_calibration: int
@@ -40,10 +42,10 @@ def sizes_for(data: str, quick: bool) -> DemoSizes:
     """The digits (359 test images) run whole; other data sets are sampled, less with ``quick``."""
     if data == DIGITS:
         return DemoSizes(None, 100, None, 10, 20, 2, (1, 5), 30, (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), ("nwp", "lwp"),
-                         "train", 50, 10, 500)
+                         "test", 50, 10, 500)
     if quick:
-        return DemoSizes(300, 30, 100, 5, 10, 1, (1, 5), 10, (0.05, 0.1, 0.2), ("nwp",), "val", 30, 5, 500)
-    return DemoSizes(1000, 100, 300, 10, 20, 2, (1, 5, 10), 30, (0.05, 0.1, 0.2, 0.3, 0.4), ("nwp",), "val", 100, 10, 2000)
+        return DemoSizes(300, 30, 100, 5, 10, 1, (1, 5), 10, (0.05, 0.1), ("nwp",), "val", 30, 5, 500)
+    return DemoSizes(1000, 100, 300, 10, 20, 2, (1, 5, 10), 30, (0.05, 0.1, 0.2, 0.3), ("nwp",), "val", 100, 10, 2000)
 
 
 def train_step(state: DemoState) -> str:
@@ -216,8 +218,9 @@ def _per_class_settings(state: DemoState):
     from .per_class import PerClassSettings
 
     sizes = _sizes(state)
+    held_out = sizes.eval_split == "val"  # every pruned network is evaluated: on 5 % of the training split, not all test images
     return PerClassSettings(model=state.options.model, weights=state.dense_weights, data=state.options.data,
-                            statistics_split=sizes.statistics_split, val_fraction=0.1 if sizes.statistics_split == "val" else 0.0,
+                            statistics_split="train", eval_split=sizes.eval_split, val_fraction=VAL_FRACTION if held_out else 0.0,
                             batch_size=256, run_dir=_run_dir(state), progress=state.options.progress)
 
 

@@ -99,8 +99,8 @@ FIGURES: dict[str, str] = {
     "occlusion_iou*.png": "Per layer, IoU of the occluded region with one switched-off filter's receptive field, "
                           "with the best one, and with their union.",
     "dissection*.png": "Per layer, the mean dissection score of the filters, decoupled beside dense.",
-    "adversarial_auc*.png": "Heat maps of detection AUC per classifier and training images per class, one panel per "
-                            "feature and attack pair.",
+    "adversarial_auc*.png": "Detection AUC against training images per class, one panel per classifier and attack "
+                            "pair, one line per feature (path, dense binarised, dense real-valued, critical routing paths).",
     "adversarial_pair_frequencies*.png": "Per gated filter, how often real source, real target and adversarial "
                                          "images open it.",
     "adversarial_pair_embedding*.png": "2-D embedding of the paths of real source, real target and adversarial images.",

@@ -29,7 +29,12 @@ class SemanticPruningConfig:
         modes: Pruning modes, from :data:`MODES`.
         settings: Ratios θ and named settings (``"0-score"``, ``"median"``).
         classes: Class names or indices to prune for; None for every class.
-        where: Where responses are read for the ranking (``"post"``, ``"bn"`` or ``"conv"``).
+        where: Where responses are read for the ranking (``"response"``, ``"post"``, ``"bn"`` or ``"conv"``;
+            see :mod:`filterscope.core.unit_hooks`). The default ``"response"`` reads each unit after its
+            own activation, or the ReLU of its BatchNorm output where it has none (the last conv of a
+            residual block), so that every unit's sums are non-negative and comparable network-wise;
+            ``"post"`` (the default before) reads the signed BatchNorm output there and prunes its most
+            negative, heavily used filters first.
         exclude: Unit names never pruned.
         masks_per_pass: Masks evaluated together in one forward pass.
         residual: Measure residual pruning.
@@ -38,7 +43,7 @@ class SemanticPruningConfig:
     modes: tuple[str, ...] = ("nwp", "lwp")
     settings: tuple[Any, ...] = DEFAULT_RATIOS
     classes: tuple[Any, ...] | None = None
-    where: str = "post"
+    where: str = "response"
     exclude: tuple[str, ...] = ()
     masks_per_pass: int = 8
     residual: bool = True
