@@ -391,6 +391,25 @@ def test_cli_semantic_prune_json_and_run_dir(tmp_path, capsys):
     assert (run_dir / "figures" / "semantic_curves.png").exists()
 
 
+def test_default_read_out_is_response_and_post_still_works(capsys):
+    """The ranking reads each unit's response by default (benchmarks/semantic_pruning/readout/); --where post
+    keeps the read-out used before, and the summary names the read-out it used."""
+    from filterscope.cli import build_parser
+    from filterscope.methods.semantic_pruning import SemanticPruningConfig
+
+    assert SemanticPruningConfig().where == "response"
+    parser = build_parser()
+    base = ["semantic-prune", "--model", "digits_cnn", "--data", "digits"]
+    assert parser.parse_args(base).where == "response"
+    assert parser.parse_args([*base, "--where", "post"]).where == "post"
+    for where in ("response", "post"):
+        flags = [] if where == "response" else ["--where", "post"]
+        code = main([*base, "--classes", "3", "--mode", "nwp", "--ratios", "0.25", "--threads", "1", "--json", *flags])
+        assert code == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["where"] == where and len(summary["results"]) == 1
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--classes", "zebra"], "unknown class"),
     (["--ratios", "1.5"], "[0, 1]"),

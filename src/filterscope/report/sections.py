@@ -35,8 +35,9 @@ class Section:
 
 SECTIONS: tuple[Section, ...] = (
     Section("model", "Model and data", ("demo", "units"), (),
-            "The network analysed and the data it was trained and measured on. FLOPs count multiply-adds of the "
-            "convolutions and linear layers for one image, as torch.utils.flop_counter does."),
+            "The network analysed, the data it was trained and measured on, and, for a demo, each step's result in one "
+            "line. FLOPs count multiply-adds of the convolutions and linear layers for one image, as "
+            "torch.utils.flop_counter does."),
     Section("training", "Training", ("train",), ("training_curves.png",),
             "How the dense network was trained: loss and accuracy per epoch on the training split, and accuracy on "
             "the evaluation split. A gap that widens between the two curves is overfitting; curves still rising at "

@@ -64,7 +64,12 @@ def model_tables(value: dict) -> str:
     keys = (("model", "model"), ("data", "data"), ("conv_units", "conv units"), ("flops_per_image", "FLOPs per image"),
             ("parameters", "parameters"), ("weights", "weights"), ("test_accuracy", "top-1 (test split)"),
             ("seconds", "wall seconds of the demo"))
-    return _pairs(value, keys)
+    parts = [_pairs(value, keys)]
+    steps, seconds = value.get("steps") or {}, value.get("step_seconds") or {}
+    if isinstance(steps, dict) and steps:
+        parts.append(table_html(("step", "result", "seconds"), [(name, line, seconds.get(name)) for name, line in steps.items()],
+                                "Each step's result at a glance (details in the sections below)"))
+    return "".join(parts)
 
 
 def training_tables(value: dict) -> str:
