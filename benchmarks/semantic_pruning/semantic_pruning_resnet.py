@@ -13,6 +13,20 @@ writing its results as it goes:
     python benchmarks/semantic_pruning/semantic_pruning_resnet.py export --models resnet20       # physically pruned network vs masked
     python benchmarks/semantic_pruning/semantic_pruning_resnet.py report --models resnet20       # JSON, markdown, figures
 
+Read-out point. `accumulate` and `where` take the read-outs to compute or compare from `--where`
+(default post, bn, conv). Every other stage (speed, sweep, residual, export, report, and the
+report's overlaps and PCA) ranks filters by the one read-out named by `--sweep-where` (default
+`post`, which reproduces the committed results as before). Under another read-out the stage caches
+and results carry it as a suffix, so they never overwrite the `post` ones:
+
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py accumulate --models resnet20 --where response
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models resnet20 --sweep-where response
+    python benchmarks/semantic_pruning/semantic_pruning_resnet.py report --models resnet20 resnet56 --sweep-where response
+
+writes results/semantic_resnet_response.{json,md}, figures results/semantic_*_response_<model>.png, and
+includes the hand-written results/semantic_findings_response.md (`post`: semantic_resnet.{json,md},
+semantic_*_<model>.png, semantic_findings.md, as before).
+
 All runs use one intra-op thread (--threads) because the development machine has two cores;
 run them under `nice -n 19`.
 """
@@ -52,6 +66,7 @@ from filterscope.core.locations import shared_dir
 RESULTS = results_dir("semantic_pruning")
 
 CACHE = CHECKPOINTS / "semantic_cache"
+SCRIPT = "benchmarks/semantic_pruning/semantic_pruning_resnet.py"  # as the remaining commands name it
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -93,6 +108,24 @@ def locked_json(path: Path, empty):
         temporary.replace(path)
 
 
+def suffix(where: str) -> str:
+    """How results and stage caches under read-out ``where`` are told apart: none for ``post`` (as before)."""
+    return "" if where == "post" else f"_{where}"
+
+
+def where_flag(where: str) -> str:
+    """The command-line flag that repeats a stage under read-out ``where`` (none for the default ``post``)."""
+    return "" if where == "post" else f" --sweep-where {where}"
+
+
+READOUT_TEXT = {
+    "post": "post-activation (the signed BatchNorm output for units without an activation of their own)",
+    "response": "as the unit's response (after its own activation, the ReLU of its BatchNorm output where it has none)",
+    "bn": "after BatchNorm",
+    "conv": "at the raw conv output",
+}
+
+
 def response_path(name: str, where: str) -> Path:
     return CACHE / f"{name}-train-{where}.npz"
 
@@ -100,7 +133,8 @@ def response_path(name: str, where: str) -> Path:
 def load_response(name: str, where: str, units) -> AccumulatedResponse:
     path = response_path(name, where)
     if not path.exists():
-        raise SystemExit(f"{path} is missing; run `python benchmarks/semantic_pruning/semantic_pruning_resnet.py accumulate` first.")
+        raise SystemExit(f"{path} is missing; run `python benchmarks/semantic_pruning/semantic_pruning_resnet.py accumulate "
+                         f"--models {name} --where {where}` first.")
     with np.load(path) as stored:
         if "__order__" not in stored.files:  # raw accumulate_by_class output: convert once
             response = AccumulatedResponse({unit.name: stored[unit.name] for unit in units}, stored["__counts__"], where, CLASSES)
@@ -136,7 +170,7 @@ def stage_speed(args) -> None:
     for name in args.models:
         model = load_model(shared, name)
         units = find_units(model, (3, 32, 32))
-        response = load_response(name, "post", units)
+        response = load_response(name, args.sweep_where, units)
         masks = [select_pruned(response, c, 0.25, "lwp") for c in range(args.masks_per_pass)]
         plain_batches = test_batches(shared, name, 256, limit_per_class=args.speed_images // 10)
         masked_batches = test_batches(shared, name, 256 // args.masks_per_pass, limit_per_class=args.speed_images // 10)
@@ -161,7 +195,7 @@ def stage_speed(args) -> None:
             "residual_measured": True,
         }
         print(name, json.dumps(record[name]))
-        with locked_json(CACHE / "speed.json", {}) as stored:
+        with locked_json(CACHE / f"speed{suffix(args.sweep_where)}.json", {}) as stored:
             stored[name] = record[name]
 
 
@@ -251,7 +285,7 @@ def stage_residual(args) -> None:
     for name in args.models:
         model = load_model(shared, name)
         units = find_units(model, (3, 32, 32))
-        response = load_response(name, "post", units)
+        response = load_response(name, args.sweep_where, units)
         batches = test_batches(shared, name, 256 // args.masks_per_pass)
         images = torch.cat([x for x, _ in batches])
         labels = torch.cat([y for _, y in batches])
@@ -274,7 +308,7 @@ def stage_residual(args) -> None:
                 row["kept_response_ratio_quantiles"] = np.nanquantile(kept_ratios, [0.0, 0.01, 0.05, 0.5]).tolist()
                 rows.append(row)
             print(f"{name} {CLASSES[class_index]} done", flush=True)
-        with locked_json(CACHE / "residual.json", {}) as stored:
+        with locked_json(CACHE / f"residual{suffix(args.sweep_where)}.json", {}) as stored:
             stored[name] = {"tolerances": tolerances, "rows": rows}
 
 
@@ -285,7 +319,7 @@ def stage_export(args) -> None:
     for name in args.models:
         model = load_model(shared, name)
         units = find_units(model, (3, 32, 32))
-        response = load_response(name, "post", units)
+        response = load_response(name, args.sweep_where, units)
         batches = test_batches(shared, name, 500, limit_per_class=100)
         images = torch.cat([x for x, _ in batches])
         rows = []
@@ -300,7 +334,7 @@ def stage_export(args) -> None:
                          "max_abs_logit_difference_1000_test_images": difference, "prediction_agreement": agreement,
                          **costs.to_dict()})
             print(name, json.dumps(rows[-1]), flush=True)
-        with locked_json(CACHE / "export.json", {}) as stored:
+        with locked_json(CACHE / f"export{suffix(args.sweep_where)}.json", {}) as stored:
             stored[name] = rows
 
 
@@ -322,16 +356,23 @@ def _fmt(value, digits=3):
 def stage_report(args) -> None:
     from filterscope.report import figures_semantic as figures
 
-    results: dict = {"partial": False, "remaining": [], "models": {}}
+    where = args.sweep_where
+    sfx, flag = suffix(where), where_flag(where)
+    results: dict = {"partial": False, "remaining": [], "where": where, "models": {}}
     lines = ["# Semantic pruning on CIFAR-10 JPEG (no retraining)", ""]
+    if where != "post":
+        lines[0] += f": filters ranked by `{where}`"
+        lines += [f"Every filter is ranked by its accumulated response read {READOUT_TEXT[where]}. The same study under "
+                  "`post` (the read-out used before): [`semantic_resnet.md`](semantic_resnet.md).", ""]
     # A model whose stage cache (ignored by git) is gone keeps the entry of the committed results,
     # with its figures as they were drawn, so models can be run in different sessions.
-    committed_path = RESULTS / "semantic_resnet.json"
+    committed_path = RESULTS / f"semantic_resnet{sfx}.json"
     committed = json.loads(committed_path.read_text()).get("models", {}) if committed_path.exists() else {}
-    speed = json.loads((CACHE / "speed.json").read_text()) if (CACHE / "speed.json").exists() else {}
-    export = json.loads((CACHE / "export.json").read_text()) if (CACHE / "export.json").exists() else {}
+    speed_path, export_path = CACHE / f"speed{sfx}.json", CACHE / f"export{sfx}.json"
+    speed = json.loads(speed_path.read_text()) if speed_path.exists() else {}
+    export = json.loads(export_path.read_text()) if export_path.exists() else {}
     for name in args.models:
-        target = sweep_path(name, "post")
+        target = sweep_path(name, where)
         if not target.exists() and name in committed:
             print(f"{name}: no stage cache here; keeping its entry from {committed_path.name}")
             entry = committed[name]
@@ -339,14 +380,14 @@ def stage_report(args) -> None:
                 if name in measured:
                     entry[key] = measured[name]
             results["models"][name] = entry
-            lines += markdown_for(name, entry, entry["settings_evaluated"])
+            lines += markdown_for(name, entry, entry["settings_evaluated"], where)
             continue
         model = load_model(Path(args.shared), name)
         unit_names = [unit.name for unit in find_units(model, (3, 32, 32))]
         entry: dict = {}
         if not target.exists():
             results["partial"] = True
-            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models {name}")
+            results["remaining"].append(f"nice -n 19 python {SCRIPT} sweep --models {name}{flag}")
             continue
         stored = json.loads(target.read_text())
         reference = stored["reference"]
@@ -369,10 +410,18 @@ def stage_report(args) -> None:
         full_grid = [round(v, 2) for v in DEFAULT_RATIOS]
         complete = {s for s in settings if s == 0 or sum(r["setting"] == s for r in stored["rows"]) == 20}
         missing = [s for s in full_grid if s not in complete]
-        if missing:
+        swept = sorted({row["class_index"] for row in stored["rows"]})
+        entry["classes_swept"] = [CLASSES[c] for c in swept]
+        if len(swept) < 10:  # the sweep stopped between classes: say so, and how to resume it
+            results["partial"] = True
+            entry["resume"] = f"nice -n 19 python {SCRIPT} sweep --models {name}{flag} --threads 1"
+            results["remaining"].append(
+                entry["resume"] + f"  # {10 - len(swept)} of 10 classes not yet swept "
+                f"({', '.join(c for i, c in enumerate(CLASSES) if i not in swept)}); resumes per class")
+        elif missing:
             results["partial"] = True
             results["remaining"].append(
-                f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py sweep --models {name} --settings "
+                f"nice -n 19 python {SCRIPT} sweep --models {name}{flag} --settings "
                 + " ".join(str(s) for s in full_grid) + f"  # θ {missing} not yet evaluated for every class (resumes per class)")
         entry["settings_evaluated"] = settings
         entry["full_network_accuracy"] = reference["accuracy"]
@@ -416,24 +465,25 @@ def stage_report(args) -> None:
         entry["direct_residual"] = dp_rp
 
         # figures
-        figures.plot_class_curves(rows, CLASSES, RESULTS / f"semantic_curves_{name}.png",
-                                  title=f"{name}: network pruned for each class (responses at post-activation)")
-        residual_path = CACHE / "residual.json"
+        figures.plot_class_curves(rows, CLASSES, RESULTS / f"semantic_curves{sfx}_{name}.png",
+                                  title=f"{name}: network pruned for each class (responses read at {where})")
+        residual_path = CACHE / f"residual{sfx}.json"
         residual = json.loads(residual_path.read_text()).get(name) if residual_path.exists() else None
         if residual is None:
-            results["remaining"].append(f"nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py residual --models {name}")
+            results["remaining"].append(f"nice -n 19 python {SCRIPT} residual --models {name}{flag}")
             for mode in ("nwp", "lwp"):
-                figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}_{name}.png", mode=mode,
+                figures.plot_direct_residual(rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}{sfx}_{name}.png", mode=mode,
                                              title=f"{name}: direct and residual pruning per layer")
         else:
             by_tolerance = {}
             for tolerance in residual["tolerances"]:
                 figure_rows = [{**r, "residual_per_unit": r[f"residual_per_unit@{tolerance}"]} for r in residual["rows"]]
                 label = "exactly zero" if tolerance == 0 else f"<= {tolerance:.0%} of the full network's"
-                suffix = "" if tolerance == 0 else f"_tol{tolerance:g}"
+                tolerance_suffix = "" if tolerance == 0 else f"_tol{tolerance:g}"
                 if tolerance in (0.0, 0.01):
                     for mode in ("nwp", "lwp"):
-                        figures.plot_direct_residual(figure_rows, unit_names, RESULTS / f"semantic_dp_rp_{mode}{suffix}_{name}.png",
+                        figures.plot_direct_residual(figure_rows, unit_names,
+                                                     RESULTS / f"semantic_dp_rp_{mode}{tolerance_suffix}{sfx}_{name}.png",
                                                      mode=mode, title=f"{name}: DP and RP per layer (RP: class response {label})")
                 by_tolerance[str(tolerance)] = {
                     f"{mode}@{s}": {
@@ -451,7 +501,7 @@ def stage_report(args) -> None:
                 for mode in ("nwp", "lwp") for s in (0.05, 0.25, 0.5)
             }
         units = find_units(model, (3, 32, 32))
-        response = load_response(name, "post", units)
+        response = load_response(name, where, units)
         thetas = [s for s in settings if s > 0]
         overlaps = {}
         for mode in ("nwp", "lwp"):
@@ -461,16 +511,16 @@ def stage_report(args) -> None:
                 stack["kept"].append(matrices["kept_jaccard"])
                 stack["pruned"].append(matrices["pruned_jaccard"])
                 if abs(s - 0.25) < 1e-9:
-                    figures.plot_overlap_matrix(matrices, CLASSES, RESULTS / f"semantic_overlap_{mode}_{name}.png",
+                    figures.plot_overlap_matrix(matrices, CLASSES, RESULTS / f"semantic_overlap_{mode}{sfx}_{name}.png",
                                                 title=f"{name} {mode.upper()} θ = 0.25")
                     overlaps[f"{mode}@0.25"] = {k: np.asarray(v).round(4).tolist() for k, v in matrices.items()}
             figures.plot_overlap_curves(thetas, np.stack(stack["kept"]), CLASSES,
-                                        RESULTS / f"semantic_overlap_curves_{mode}_{name}.png", key="kept",
+                                        RESULTS / f"semantic_overlap_curves_{mode}{sfx}_{name}.png", key="kept",
                                         title=f"{name} {mode.upper()}: kept-set overlap with the most / least overlapping class")
         entry["overlap"] = overlaps
         pca_theta = 0.25 if 0.25 in thetas else thetas[-1]
         coordinates = response_pca(response, [select_pruned(response, c, pca_theta, "nwp") for c in range(10)])
-        figures.plot_pca(coordinates, CLASSES, RESULTS / f"semantic_pca_{name}.png",
+        figures.plot_pca(coordinates, CLASSES, RESULTS / f"semantic_pca{sfx}_{name}.png",
                          title=f"{name}: class response vectors, NWP θ = {pca_theta}")
         entry["pca_nwp"] = {"theta": pca_theta, "coordinates": coordinates.round(4).tolist()}
         where_path = CACHE / f"{name}-where.json"
@@ -481,33 +531,138 @@ def stage_report(args) -> None:
         if name in export:
             entry["export"] = export[name]
         results["models"][name] = entry
-        lines += markdown_for(name, entry, settings)
-    if not speed:
-        results["remaining"].append("nice -n 19 python benchmarks/semantic_pruning/semantic_pruning_resnet.py speed --models resnet20")
+        lines += markdown_for(name, entry, settings, where)
+    if not speed and not any("speed" in entry for entry in results["models"].values()):  # kept entries keep their speed
+        results["remaining"].append(f"nice -n 19 python {SCRIPT} speed --models resnet20{flag}")
     for other in WEIGHTS:
         if other not in results["models"]:
             results["partial"] = True
+            accumulate = "" if where == "post" else f"nice -n 19 python {SCRIPT} accumulate --models {other} --where {where}; "
+            stages = "accumulate speed sweep where residual export" if where == "post" else "speed sweep residual export"
             results["remaining"].append(
-                f"for stage in accumulate speed sweep where residual export; do nice -n 19 python "
-                f"benchmarks/semantic_pruning/semantic_pruning_resnet.py $stage --models {other}; done  # {other} not run yet (about 3x ResNet-20's time)")
+                f"{accumulate}for stage in {stages}; do nice -n 19 python "
+                f"{SCRIPT} $stage --models {other}{flag}; done  # {other} not run yet (about 3x ResNet-20's time)")
+    post_path = RESULTS / "semantic_resnet.json"
+    if where != "post" and post_path.exists():  # the same study under the read-out used before, side by side
+        post_models = json.loads(post_path.read_text()).get("models", {})
+        compared = [name for name in results["models"] if name in post_models]
+        if compared:
+            lines += ["", f"## `post` against `{where}`", "",
+                      f"Computed from [`semantic_resnet.json`](semantic_resnet.json) (`post`) and this study's JSON (`{where}`), "
+                      f"over the classes swept under `{where}`; networks at θ > 0, both modes.", ""]
+        for name in compared:
+            units = find_units(load_model(Path(args.shared), name), (3, 32, 32))
+            lines += comparison_lines(name, post_models[name], results["models"][name], units, where)
     lines += ["", "## Status", ""]
-    if results["partial"] or results["remaining"]:
-        lines += ["**Partial results.** Still to run (then `python benchmarks/semantic_pruning/semantic_pruning_resnet.py report --models "
-                  + " ".join(WEIGHTS) + "`):", ""] + [f"    {c}" for c in results["remaining"]]
+    report = f"`python {SCRIPT} report --models " + " ".join(WEIGHTS) + f"{flag}`"
+    if results["partial"]:
+        lines += [f"**Partial results.** Still to run (then {report}):", ""] + [f"    {c}" for c in results["remaining"]]
+    elif results["remaining"]:
+        lines += [f"The sweep is complete for the models listed. Stages not run under `{where}` (their sections are absent; "
+                  f"then {report}):", ""] + [f"    {c}" for c in results["remaining"]]
     else:
         lines += ["Complete for the models listed."]
-    findings = RESULTS / "semantic_findings.md"  # hand-written, included as is
+    findings = RESULTS / f"semantic_findings{sfx}.md"  # hand-written, included as is
     if findings.exists():
         lines += ["", findings.read_text()]
-    write_results("semantic_resnet", results, "\n".join(lines), indent=None, directory=RESULTS)  # per-unit rows of 520 networks: 2.2 MB indented
+    write_results(f"semantic_resnet{sfx}", results, "\n".join(lines), indent=None, directory=RESULTS)  # per-unit rows of 520 networks: 2.2 MB indented
 
 
-def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
+def headline(entry: dict, units, classes: list[str]) -> dict:
+    """The findings' numbers of one model's entry, over ``classes`` only (a partial sweep is compared class for class)."""
+    keep = {CLASSES.index(c) for c in classes}
+    rows = [r for r in entry["rows"] if r["class_index"] in keep]
+    pruned = [r for r in rows if r["setting"] > 0]
+    improvements = [i for i in entry["improvements"] if i["class"] in classes]
+    out = {
+        "networks": len(pruned),
+        "improvements": len(improvements),
+        "precision_held": sum(i["precision_held"] for i in improvements),
+        "auc_held": sum(i["auc_held"] for i in improvements),
+        "improvements_accuracy_below_0.2": sum(i["accuracy"] < 0.2 for i in improvements),
+        "improvements_accuracy_at_least_0.5": sum(i["accuracy"] >= 0.5 for i in improvements),
+        "always_c": sum(r["predicted_share"] >= 0.9 for r in pruned),
+        "first_nwp_theta_pruning_conv1": None,
+    }
+    for mode in ("nwp", "lwp"):
+        for s in (0.05, 0.1, 0.25, 0.6):
+            chosen = [r for r in rows if r["mode"] == mode and r["setting"] == s]
+            if chosen:
+                out[f"{mode}@{s}"] = {k: float(np.nanmean([r[k] for r in chosen]))
+                                      for k in ("recall", "precision", "auc", "accuracy", "fraction_residual")}
+    first, filters = units[0].name, {u.name: u.out_channels for u in units}
+    without_activation = [u.name for u in units if u.activation is None]
+    for s in sorted({r["setting"] for r in rows if r["mode"] == "nwp" and r["setting"] > 0}):
+        if np.mean([r["direct_per_unit"].get(first, 0.0) for r in rows if r["mode"] == "nwp" and r["setting"] == s]) > 0:
+            out["first_nwp_theta_pruning_conv1"] = s
+            break
+    for s in (0.05, 0.25):
+        chosen = [r for r in rows if r["mode"] == "nwp" and r["setting"] == s]
+        if chosen:
+            out[f"nwp@{s}_share_in_units_without_activation"] = float(np.mean([
+                sum(r["direct_per_unit"].get(u, 0.0) * filters[u] for u in without_activation)
+                / max(1e-12, sum(r["direct_per_unit"].get(u, 0.0) * filters[u] for u in filters)) for r in chosen]))
+    for key, matrices in entry["overlap"].items():
+        jaccard = np.asarray(matrices["kept_jaccard"], dtype=float)
+        np.fill_diagonal(jaccard, np.nan)
+        out[f"jaccard_{key}"] = (float(np.nanmean(np.nanmax(jaccard, axis=1))), float(np.nanmean(np.nanmin(jaccard, axis=1))))
+        out[f"nearest_{key}"] = [CLASSES[int(j)] for j in np.nanargmax(jaccard, axis=1)]
+    return out
+
+
+def comparison_lines(name: str, post: dict, entry: dict, units, where: str) -> list[str]:
+    """One model's findings under ``post`` and under ``where``, side by side."""
+    classes = entry.get("classes_swept", CLASSES)
+    a, b = headline(post, units, classes), headline(entry, units, classes)
+    partial = "" if len(classes) == len(CLASSES) else f" ({len(classes)} of 10 classes: {', '.join(classes)})"
+    lines = [f"### {name}{partial}", "", f"| | `post` | `{where}` |", "|---|---|---|",
+             f"| pruned networks compared | {a['networks']} | {b['networks']} |",
+             f"| (class, mode, θ) cases whose recall rises | {a['improvements']} | {b['improvements']} |",
+             f"| … of them keeping precision / AUC | {a['precision_held']} / {a['auc_held']} | {b['precision_held']} / {b['auc_held']} |",
+             f"| … of them with overall accuracy < 0.2 / >= 0.5 | {a['improvements_accuracy_below_0.2']} / "
+             f"{a['improvements_accuracy_at_least_0.5']} | {b['improvements_accuracy_below_0.2']} / {b['improvements_accuracy_at_least_0.5']} |",
+             f"| networks predicting the class for >= 90 % of images | {a['always_c']} | {b['always_c']} |"]
+    for key in ("nwp@0.05", "nwp@0.1", "nwp@0.25", "lwp@0.05", "lwp@0.1", "lwp@0.25"):
+        if key in a and key in b:
+            lines.append(f"| {key.replace('@', ' θ ')}: recall / precision / AUC / overall acc. | "
+                         + " | ".join(" / ".join(_fmt(x[key][k]) for k in ("recall", "precision", "auc", "accuracy")) for x in (a, b)) + " |")
+    for key in ("nwp@0.6", "lwp@0.6"):
+        if key in a and key in b:
+            lines.append(f"| {key.replace('@', ' θ ')}: mean AUC / overall acc. | "
+                         + " | ".join(f"{_fmt(x[key]['auc'])} / {_fmt(x[key]['accuracy'])}" for x in (a, b)) + " |")
+    lines.append(f"| first NWP θ that prunes `{units[0].name}` | {a['first_nwp_theta_pruning_conv1']} | {b['first_nwp_theta_pruning_conv1']} |")
+    for s in (0.05, 0.25):
+        key = f"nwp@{s}_share_in_units_without_activation"
+        if key in a and key in b:
+            lines.append(f"| NWP θ {s}: share of pruned filters in units without their own activation (blocks' last conv) | "
+                         f"{_fmt(a[key])} | {_fmt(b[key])} |")
+    for key in ("nwp@0.05", "nwp@0.25"):
+        if key in a and key in b:
+            lines.append(f"| {key.replace('@', ' θ ')}: mean RP (test split) | {a[key]['fraction_residual']:.4f} | {b[key]['fraction_residual']:.4f} |")
+    for key in ("nwp@0.25", "lwp@0.25"):
+        if f"jaccard_{key}" in a and f"jaccard_{key}" in b:
+            lines.append(f"| {key.replace('@', ' θ ')}: kept-set Jaccard with the most / least overlapping class (mean, all 10 classes) | "
+                         + " | ".join(f"{x[f'jaccard_{key}'][0]:.3f} / {x[f'jaccard_{key}'][1]:.3f}" for x in (a, b)) + " |")
+            same = sum(p == q for p, q in zip(a[f"nearest_{key}"], b[f"nearest_{key}"]))
+            lines.append(f"| {key.replace('@', ' θ ')}: most overlapping class per class | "
+                         + " | ".join(", ".join(f"{c}–{n}" for c, n in zip(CLASSES, x[f"nearest_{key}"])) for x in (a, b))
+                         + f" |\n| … the same class under both | {same} of 10 | |")
+    return lines + [""]
+
+
+def markdown_for(name: str, entry: dict, settings: list[float], where: str = "post") -> list[str]:
     rows = entry["rows"]
+    sfx = suffix(where)
     images = entry.get("test_images", 10_000)  # entries written before the count was recorded used the whole split
     split = "the whole test split" if images == 10_000 else f"the first {images // 10} test images of each class ({images} images)"
+    readout = "post-activation" if where == "post" else READOUT_TEXT[where]
     lines = [f"## {name}", "", f"Pruned networks evaluated on {split}. Full network: accuracy {entry['full_network_accuracy']:.4f} there; "
-             f"θ evaluated: {', '.join(str(s) for s in settings)}; responses read post-activation (train split).", ""]
+             f"θ evaluated: {', '.join(str(s) for s in settings)}; responses read {readout} (train split).", ""]
+    swept = entry.get("classes_swept", CLASSES)
+    if len(swept) < len(CLASSES):
+        lines += [f"**Partial: {len(swept)} of {len(CLASSES)} classes swept** ({', '.join(swept)}); every mean, count and "
+                  f"figure below covers those classes only. Resume the sweep (it skips what is done) with", "",
+                  f"    {entry['resume']}", "", "then run the report again.", ""]
     if "speed" in entry:
         sp = entry["speed"]
         lines += [f"**Speed** ({sp['images']} test images, {sp['masks']} masks per pass, residual pruning measured, "
@@ -595,8 +750,9 @@ def markdown_for(name: str, entry: dict, settings: list[float]) -> list[str]:
                          f"{r['flops_full'] / 1e6:.1f}M → {r['flops_exported'] / 1e6:.1f}M | {r['params_full']:,} → {r['params_exported']:,} | "
                          f"{r['latency_full_ms']:.2f} → {r['latency_exported_ms']:.2f} |")
         lines.append("")
-    lines += [f"Figures: `semantic_curves_{name}.png`, `semantic_dp_rp_{{nwp,lwp}}[_tol0.01]_{name}.png`, "
-              f"`semantic_overlap_{{nwp,lwp}}_{name}.png`, `semantic_overlap_curves_{{nwp,lwp}}_{name}.png`, `semantic_pca_{name}.png`.", ""]
+    lines += [f"Figures: `semantic_curves{sfx}_{name}.png`, `semantic_dp_rp_{{nwp,lwp}}[_tol0.01]{sfx}_{name}.png`, "
+              f"`semantic_overlap_{{nwp,lwp}}{sfx}_{name}.png`, `semantic_overlap_curves_{{nwp,lwp}}{sfx}_{name}.png`, "
+              f"`semantic_pca{sfx}_{name}.png`.", ""]
     return lines
 
 
@@ -606,7 +762,9 @@ def main() -> None:
     parser.add_argument("--shared", default=str(shared_dir()))
     parser.add_argument("--models", nargs="+", default=["resnet20"])
     parser.add_argument("--where", nargs="+", default=["post", "bn", "conv"])
-    parser.add_argument("--sweep-where", default="post")
+    parser.add_argument("--sweep-where", default="post",
+                        help="the read-out every stage but accumulate/where ranks filters by; results under another "
+                             "read-out than post carry it as a suffix (semantic_resnet_<where>.md, semantic_*_<where>_<model>.png)")
     parser.add_argument("--settings", nargs="+", default=None, help="sweep: θ values (default 0 … 0.6)")
     parser.add_argument("--classes", nargs="+", type=int, default=list(range(10)),
                         help="sweep: class indices to evaluate (shards can run side by side, one per process)")
