@@ -230,3 +230,16 @@ def test_cli_refuses_a_model_without_gates(tmp_path, capsys):
     assert "without gates; decouple it first" in error
     assert main(["adversarial", str(tmp_path / "missing.pt"), "--data", "digits", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_detector_that_cannot_be_fitted_counts_as_chance_with_a_warning():
+    from filterscope.analyses.detection import DetectionData, detection_grid
+
+    # real and adversarial images take the same path: nothing to learn, and AdaBoost's first stump errs on exactly
+    # half of the 4 training rows, which scikit-learn refuses as "worse than random"
+    data = DetectionData(clean={"path": np.ones((2, 4))}, adversarial={"path": np.ones((2, 4))}, labels=np.zeros(2, int),
+                         source=np.arange(2))
+    grid = detection_grid(data, data, ["path"], DetectionConfig(classifiers=("adaboost",), n_per_class=(2,), runs=2),
+                          train_attack="fgsm", test_attack="fgsm")
+    assert grid.auc("adaboost", 2, "path")["aucs"] == [0.5, 0.5]
+    assert any("could not be fitted on the path features" in warning for warning in grid.warnings)

@@ -133,3 +133,50 @@ def test_demo_of_a_decoupled_checkpoint_skips_training_and_analyses_it(demo_run,
     assert not any(line.startswith("skipped") for name, line in steps.items() if name not in ("train", "decouple"))
     assert (target / "dense.pt").is_file() and "paths_test" in json.loads((target / "metrics.json").read_text())
     assert [s.key for s in present_sections(target)] == [k for k in ANALYSES if k != "training"]
+
+
+PLAIN_VGG_PLUGIN = '''
+import sys
+sys.path.insert(0, {tests!r})
+from zoo import PlainVGG
+from filterscope import register_model
+
+@register_model("my_plain_vgg", input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,), description="BN-free VGG, grayscale")
+def build(num_classes):
+    return PlainVGG(num_classes, in_channels=1, widths=(8, 8, 16), spatial=8)
+'''
+
+
+def test_demo_runs_on_a_users_own_bn_free_network_through_a_plugin(tmp_path):
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(PLAIN_VGG_PLUGIN.format(tests=str(Path(__file__).resolve().parent)))
+    target = tmp_path / "mine"
+    completed = subprocess.run(
+        [sys.executable, "-m", "filterscope", "--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits",
+         "--epochs", "3", "--decouple-epochs", "2", "--run-dir", str(target), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    demo = json.loads((target / "metrics.json").read_text())["demo"]
+    assert demo["model"] == "my_plain_vgg" and set(demo["steps"]) == {name for name, _ in STEPS}
+    for name, line in demo["steps"].items():  # each step ran, or says in one sentence why it could not
+        assert line and "Traceback" not in line, (name, line)
+    assert not demo["steps"]["decouple"].startswith("skipped")  # gates on a network without BatchNorm
+    assert (target / "report.html").is_file()
+
+
+def test_demo_goes_on_when_a_network_cannot_be_decoupled_and_says_why(tmp_path):
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(PLAIN_VGG_PLUGIN.format(tests=str(Path(__file__).resolve().parent)).replace("(8, 8, 16)", "(8, 8)"))
+    target = tmp_path / "two_convs"
+    completed = subprocess.run(
+        [sys.executable, "-m", "filterscope", "--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits",
+         "--epochs", "1", "--decouple-epochs", "1", "--run-dir", str(target), "--quiet"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    steps = json.loads((target / "metrics.json").read_text())["demo"]["steps"]
+    assert steps["decouple"].startswith("skipped: ") and "needs at least 3" in steps["decouple"]
+    assert steps["path embedding"].startswith("skipped: it reads the decoupled model")
+    assert not steps["semantic pruning"].startswith("skipped") and not steps["influence"].startswith("skipped")
+    assert [s.key for s in present_sections(target)] == ["model", "training", "semantic", "influence"]

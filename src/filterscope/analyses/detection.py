@@ -96,10 +96,17 @@ class DetectionData:
 
 
 def detection_auc(classifier: str, seed: int, train: tuple[np.ndarray, np.ndarray],
-                  test: tuple[np.ndarray, np.ndarray]) -> float:
-    """ROC AUC on ``test`` of ``classifier`` fitted on ``train`` (each a (features, is-adversarial) pair)."""
+                  test: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """ROC AUC on ``test`` of ``classifier`` fitted on ``train`` (each a (features, is-adversarial) pair); None when
+    the classifier cannot be fitted because the training features do not separate the two at all (scikit-learn's
+    AdaBoost refuses a first learner no better than chance, e.g. on features equal for real and adversarial)."""
     model = CLASSIFIERS[classifier](seed)
-    model.fit(*train)
+    try:
+        model.fit(*train)
+    except ValueError as error:
+        if "worse than random" not in str(error):
+            raise
+        return None
     return float(roc_auc_score(test[1], model.predict_proba(test[0])[:, 1]))
 
 
@@ -134,6 +141,10 @@ def detection_grid(train: DetectionData, test: DetectionData, features: Sequence
                 training = train.training_set(feature, positions)
                 for classifier in config.classifiers:
                     auc = detection_auc(classifier, seed, training, test_sets[feature])
+                    if auc is None:
+                        grid.warnings.append(f"{classifier} could not be fitted on the {feature} features (n = {n}): they do "
+                                             "not tell the training adversarials from real images at all; counted as AUC 0.5")
+                        auc = 0.5
                     scores.setdefault((classifier, n, feature), []).append(auc)
     for (classifier, n, feature), values in scores.items():
         grid.rows.append({"train_attack": train_attack, "test_attack": test_attack, "classifier": classifier, "n": n,

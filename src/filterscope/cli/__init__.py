@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning on the command line is one line for the user, not a source location."""
-    print(f"filterscope: warning: {message}", file=file or sys.stderr)
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line is one line for the user, not a source location (the default display
+    calls this; code that records warnings, e.g. ``warnings.catch_warnings(record=True)``, is unaffected)."""
+    return f"filterscope: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
     try:
         return VERBS[args.verb][1](args)
     except UserInputError as error:

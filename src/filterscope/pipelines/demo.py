@@ -50,9 +50,11 @@ def run_demo(options: DemoOptions | None = None, **overrides: Any) -> dict[str, 
             print(f"[{number}/{len(steps)}] {name}", flush=True)
         step_start = time.perf_counter()
         try:
+            if _needs_gates(name) and state.decoupled_weights is None:
+                raise UserInputError(f"it reads the decoupled model, and decoupling did not run ({state.results['decouple']})")
             state.results[name] = step(state)
         except UserInputError as error:
-            if name in ("train", "decouple"):
+            if name == "train":  # nothing to analyse without the network
                 raise
             state.results[name] = f"skipped: {error}"
         state.seconds[name] = round(time.perf_counter() - step_start, 1)
@@ -63,10 +65,14 @@ def run_demo(options: DemoOptions | None = None, **overrides: Any) -> dict[str, 
     return summary
 
 
+def _needs_gates(name: str) -> bool:
+    """Every step after decoupling reads the decoupled model except the per-class ones, which read the dense network."""
+    return name not in ("train", "decouple", "semantic pruning", "influence")
+
+
 def _wanted(state: DemoState, name: str) -> bool:
-    """Steps that read the decoupled model need one; the per-class steps need only the dense network."""
-    needs_gates = name not in ("semantic pruning", "influence")
-    return not needs_gates or state.options.decouple_epochs > 0 or is_decoupled(state.options.weights)
+    """Without decoupling (--decouple-epochs 0 and a plain checkpoint) the steps that need gates are left out."""
+    return not _needs_gates(name) or state.options.decouple_epochs > 0 or is_decoupled(state.options.weights)
 
 
 def _model_of(weights: str) -> str | None:
