@@ -6,6 +6,7 @@ into its run directory and returns a one-line result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -172,10 +173,10 @@ def occlusion_step(state: DemoState) -> str:
     summary = run_occlusion(OcclusionSettings(weights=state.decoupled_weights, data=state.options.data,
                                               images=_sizes(state).occlusion_images, box=box, run_dir=_run_dir(state),
                                               progress=state.options.progress))
-    layers = summary["per_layer"]
-    ratio = sum(row["union_over_single"] for row in layers.values()) / max(1, len(layers))
+    ratios = [row["union_over_single"] for row in summary["per_layer"].values() if math.isfinite(row["union_over_single"])]
+    ratio = sum(ratios) / len(ratios) if ratios else float("nan")  # a layer where nothing switched off has no ratio
     return (f"top-left quarter occluded: prediction changed for {summary['prediction_changed']:.0%}; union of the "
-            f"switched-off filters' fields covers it {ratio:.2f}x better than one filter (mean over layers)")
+            f"switched-off filters' fields covers it {ratio:.2f}x better than one filter (mean over the {len(ratios)} layers where filters switched off)")
 
 
 def dissection_step(state: DemoState) -> str:
@@ -209,7 +210,7 @@ def adversarial_step(state: DemoState) -> str:
     check_sizes(options)
     summary = run_adversarial(options)
     best = max(summary["table"], key=lambda row: (row["feature"] == "path", row["train_attack"] == row["test_attack"],
-                                                   row["n"], row["auc_mean"]))
+                                                   row["classifier"] == "random_forest", row["n"], row["auc_mean"]))
     return (f"path features, {best['classifier']}, n={best['n']}, {best['train_attack']} → {best['test_attack']}: "
             f"AUC {best['auc_mean']:.3f} ± {best['auc_std']:.3f}")
 

@@ -23,7 +23,8 @@ def cell(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return f"<td>{value}</td>"
     if isinstance(value, float):
-        return f"<td class=\"number\">{value:.{digits}g}</td>"
+        text = f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"  # 40,330,000 not 4.033e+07
+        return f"<td class=\"number\">{text}</td>"
     if isinstance(value, int):
         return f"<td class=\"number\">{value:,}</td>"
     if isinstance(value, list):
