@@ -464,3 +464,28 @@ def test_resnet20_decomposition_keeps_most_accuracy_on_cifar10_jpeg(capsys):
     assert code == 0
     assert result["accuracy_full"] == pytest.approx(0.8103, abs=0.001)
     assert result["relative_accuracy"] >= 0.92
+
+
+def test_r_a_grid_cells_match_single_runs_and_keeping_every_feature_loses_nothing(tmp_path, capsys):
+    from filterscope.methods.influence.k_grid import relative_accuracy_grid
+
+    run_dir = tmp_path / "run"
+    code = main(["influence", "--model", "digits_cnn", "--data", "digits", "--k1", "3", "--k2", "4",
+                 "--k-grid", "1", "3", "4", "32", "--json", "--run-dir", str(run_dir)])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    grid = result["r_a_grid"]
+    values = np.asarray(grid["values"])
+    assert grid["ks"] == [1, 3, 4, 32] and values.shape == (4, 4)
+    assert np.allclose(values[:, 3], 1.0)  # k2 = every feature: the decomposed layer is the full layer
+    # the (k1 = 3, k2 = 4) cell is the run's own decomposed layer (same index sets, same evaluation split)
+    assert values[1, 2] == pytest.approx(result["relative_accuracy"], abs=1e-4)
+    assert grid["accuracy_full"] == pytest.approx(result["accuracy_full"])
+    assert (run_dir / "figures" / "influence_kgrid.png").stat().st_size > 1000
+    model, _, _, loader = tiny_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tiny = relative_accuracy_grid(model, loader, loader, [1, 2], example_input=(3, 8, 8))
+    assert hooks_on(model) == 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert tiny.values.shape == (2, 2) and np.isfinite(tiny.values).all()
+    with pytest.raises(UserInputError, match="k grid must hold values in"):
+        relative_accuracy_grid(model, loader, loader, [1, 99], example_input=(3, 8, 8))

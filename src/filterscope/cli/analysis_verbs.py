@@ -153,16 +153,23 @@ def add_influence_parser(verbs) -> None:
     parser.add_argument("--criterion", default="l1", choices=sorted(CRITERIA), help="how features are ranked per class")
     parser.add_argument("--labels", default="true", choices=LABEL_SOURCES, help="group instances by true or predicted class")
     parser.add_argument("--at", default="final", help="'final' (input of the final linear layer) or a unit name")
+    parser.add_argument("--k-grid", type=int, nargs="+", default=[], metavar="K",
+                        help="also r_A of the decomposed layer for every k1 × k2 of these values (the paper's Fig. 3)")
     _add_per_class_arguments(parser, split_help="split the index sets come from")
 
 
 def run_influence(args) -> int:
+    from ..core.errors import UserInputError
     from ..methods.influence import InfluenceConfig
 
     config = InfluenceConfig(k1=args.k1, k2=args.k2, criterion=args.criterion, labels=args.labels, at=args.at)
     config.validate()
     _check_unit(args.model, args.at)
-    return _run_per_class(args, "influence", lambda settings: _influence_pipeline()(settings, config), _print_influence)
+    if args.k_grid and (min(args.k_grid) < 1 or args.at != "final"):
+        raise UserInputError("--k-grid takes positive values and reads the final layer (--at final); "
+                             f"got {args.k_grid} at {args.at!r}.")
+    return _run_per_class(args, "influence", lambda settings: _influence_pipeline()(settings, config, k_grid=args.k_grid),
+                          _print_influence)
 
 
 def _influence_pipeline():

@@ -16,6 +16,7 @@ from .demo_state import DIGITS, DemoOptions, DemoState, is_decoupled
 
 __all__ = ["STEPS", "DemoSizes", "sizes_for"]
 
+K_GRID = (1, 2, 3, 5, 8, 13, 21, 32)  # k1 × k2 of the influence step's r_A grid (at most the 32 features of digits_cnn)
 VAL_FRACTION = 0.05  # share of a large training split held out to evaluate the per-class steps on (2,500 CIFAR-10 images)
 
 
@@ -242,9 +243,14 @@ def semantic_step(state: DemoState) -> str:
 def influence_step(state: DemoState) -> str:
     from .influence import run_influence
 
-    summary = run_influence(_per_class_settings(state))
+    from ..methods.influence.final_layer import find_final_linear
+    from ..models import create_model, model_spec
+
+    features = find_final_linear(create_model(state.options.model), model_spec(state.options.model).input_shape).in_features
+    summary = run_influence(_per_class_settings(state), k_grid=tuple(k for k in K_GRID if k <= features))
     return (f"5 features per class: decomposed final layer r_A {summary['relative_accuracy']:.3f} at "
-            f"{summary['flops_final_full'] / max(1, summary['flops_final_decomposed']):.1f}x fewer final-layer FLOPs")
+            f"{summary['flops_final_full'] / max(1, summary['flops_final_decomposed']):.1f}x fewer final-layer FLOPs"
+            + (f"; r_A grid over k = {', '.join(map(str, summary['r_a_grid']['ks']))}" if "r_a_grid" in summary else ""))
 
 
 def engine_step(state: DemoState) -> str:

@@ -5,11 +5,12 @@ decomposed model evaluated in one pass over the evaluation split. With a run dir
 
     metrics.json["influence"]          the summary (index sets, accuracies, r_A, FLOPs)
     arrays/influence_indices.npz       index sets, scores, counts, per-feature moments
-    figures/influence_*.png            counts, Jaccard overlap, influential feature maps
+    figures/influence_*.png            counts, Jaccard overlap, influential feature maps, r_A over k1 × k2
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..io.run_dir import RunDir
 from ..methods.influence.decomposed import DecompositionResult, evaluate_decomposition
 from ..methods.influence.features import InfluenceConfig, InfluenceResult, find_influential_features
 from ..methods.influence.final_layer import FINAL
+from ..methods.influence.k_grid import relative_accuracy_grid
 from ..methods.influence.criteria import select_top
 from ..methods.influence.measures import feature_maps, jaccard_overlap
 from ..report import figures_influence as figures
@@ -30,8 +32,9 @@ __all__ = ["decomposition_summary", "run_influence", "write_influence_run"]
 
 
 def run_influence(settings: PerClassSettings, config: InfluenceConfig | None = None, *,
-                  map_images: int = 2) -> dict[str, Any]:
-    """The analysis of one checkpoint (``statistics_split`` is the index split).
+                  map_images: int = 2, k_grid: Sequence[int] = ()) -> dict[str, Any]:
+    """The analysis of one checkpoint (``statistics_split`` is the index split); with ``k_grid`` (and the
+    final layer) also r_A over every k1 × k2 of it (``summary["r_a_grid"]``, ``figures/influence_kgrid.png``).
 
     Returns:
         The summary, as stored under ``metrics.json["influence"]``.
@@ -47,6 +50,11 @@ def run_influence(settings: PerClassSettings, config: InfluenceConfig | None = N
         evaluation = evaluate_decomposition(workload.model, workload.eval_loader, result.indices,
                                             device=workload.device, progress=settings.progress)
         summary.update(decomposition_summary(evaluation))
+        if k_grid:
+            grid = relative_accuracy_grid(workload.model, workload.statistics_loader, workload.eval_loader, k_grid,
+                                          criterion=config.criterion, labels=config.labels, device=workload.device,
+                                          example_input=tuple(workload.spec.input_shape))
+            summary["r_a_grid"] = grid.to_dict()
     if settings.run_dir is not None:
         write_influence_run(RunDir(settings.run_dir), result, summary, workload, map_images)
     return summary
@@ -80,6 +88,10 @@ def write_influence_run(run: RunDir, result: InfluenceResult, summary: dict[str,
     result.save(run)
     figures.draw_counts(result.statistics.counts, result.indices, result.classes, run.figures / "influence_counts.png")
     figures.draw_jaccard(jaccard_overlap(result.indices), result.classes, run.figures / "influence_jaccard.png")
+    if "r_a_grid" in summary:
+        grid = summary["r_a_grid"]
+        figures.draw_k_grid(np.asarray(grid["values"]), grid["ks"], grid["ks"], run.figures / "influence_kgrid.png",
+                            title=f"r_A over k1 × k2 ({result.config.criterion}; full layer {grid['accuracy_full']:.3f})")
     if map_images > 0 and result.config.at == FINAL:
         _draw_feature_maps(run, result, workload.model, workload.eval_set, map_images, workload.device)
     run.update_metrics("influence", summary)

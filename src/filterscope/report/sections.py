@@ -76,7 +76,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("influence", "Influential features", ("influence",), ("influence*.png",),
             "For each class, the few penultimate features that decide it (Algorithm 1 of Badola et al.). The final "
             "layer decomposed per class keeps only those features for each class's logit; r_A is its accuracy over "
-            "the full layer's (1.0: nothing lost). The maps show where on the image the influential features respond."),
+            "the full layer's (1.0: nothing lost), and its grid over k1 × k2 shows how few features suffice. The maps show "
+            "where on the image the influential features respond."),
     Section("engine", "Engine: latency and FLOPs", ("bench",), ("engine*.png",),
             "Wall-clock time of one image (batch 1, median of repeated runs) for the dense model, the decoupled model "
             "as trained (closed filters multiplied by zero) and the executor, which skips the closed filters. Speedup "
@@ -111,6 +112,8 @@ FIGURES: dict[str, str] = {
     "influence_counts*.png": "Per class, how often each penultimate feature is among an instance's top features.",
     "influence_jaccard*.png": "Heat map of the Jaccard overlap between classes' influential feature sets.",
     "influence_maps*.png": "Example images with the maps of their class's influential and non-influential features.",
+    "influence_kgrid*.png": "Heat map of r_A, the decomposed layer's accuracy over the full layer's, for each features "
+                            "counted per instance (k1) and kept per class (k2).",
     "engine_latency*.png": "Bars of batch-1 latency per model form, with its FLOPs reduction beside.",
 }
 

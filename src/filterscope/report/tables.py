@@ -192,6 +192,10 @@ def influence_tables(value: dict) -> str:
         parts.append(_per_class(list(value.get("indices", {})) or [str(i) for i in range(len(value["per_class_full"]))],
                                 {"recall, full layer": value["per_class_full"],
                                  "recall, decomposed": value.get("per_class_decomposed", [])}, "Per class"))
+    grid = value.get("r_a_grid")
+    if isinstance(grid, dict) and grid.get("ks"):
+        parts.append(table_html(["k1 \\ k2", *grid["ks"]], [[k1, *row] for k1, row in zip(grid["ks"], grid["values"])],
+                                "r_A over k1 (rows) × k2 (columns)"))
     indices = value.get("indices", {})
     if indices:
         parts.append(table_html(("class", "influential features"), [(k, ", ".join(map(str, v))) for k, v in indices.items()],
