@@ -15,7 +15,7 @@ analysis's numbers in ``metrics.json`` and figures in ``figures/``.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from ..core.errors import UserInputError
@@ -43,6 +43,7 @@ def run_demo(options: DemoOptions | None = None, **overrides: Any) -> dict[str, 
     if is_decoupled(options.weights):  # its architecture is the one it was decoupled from
         options = replace(options, model=_model_of(options.weights) or options.model)
     state = DemoState(options, RunDir(options.run_dir))
+    state.run.write_config({"verb": "demo", **asdict(options)}, name="demo.yaml")
     started = time.perf_counter()
     steps = [(name, step) for name, step in STEPS if name in ("train", "decouple") or _wanted(state, name)]
     for number, (name, step) in enumerate(steps, 1):

@@ -257,8 +257,9 @@ def engine_step(state: DemoState) -> str:
     from .bench import BenchOptions, run_bench
 
     sizes = _sizes(state)
+    derived = state.dense_weights == str(state.run.path / "dense.pt")  # the decoupled weights without gates: no dense model
     result = run_bench(BenchOptions(weights=state.decoupled_weights, data=state.options.data,
-                                    dense_weights=state.dense_weights, inputs=sizes.bench_inputs,
+                                    dense_weights=None if derived else state.dense_weights, inputs=sizes.bench_inputs,
                                     repeats=sizes.bench_repeats, calibration=sizes.bench_calibration,
                                     routes=(), progress=state.options.progress))
     state.run.update_metrics("bench", result)

@@ -209,11 +209,20 @@ def engine_tables(value: dict) -> str:
             for r in value.get("rows", [])]
     parts = [table_html(("model", "top-1", "MFLOPs", "FLOPs reduction", "latency µs (median)", "[p10, p90]",
                          "speedup vs faster dense"), rows, "Batch 1")]
-    throughput = value.get("throughput", {})
-    if isinstance(throughput, dict) and isinstance(throughput.get("rows"), list):
-        parts.append(generic_html({"throughput": throughput}))
-    elif throughput:
-        parts.append(generic_html(throughput))
+    routes = value.get("routes") or {}
+    if routes:
+        parts.append(table_html(("kernel route", "dense executor µs", "executor µs", "ratio"),
+                                [(route, t["dense_us"]["median"], t["executor_us"]["median"],
+                                  t["dense_us"]["median"] / t["executor_us"]["median"]) for route, t in routes.items()],
+                                "Batch 1 per kernel route (median)"))
+    throughput, settings = value.get("throughput") or {}, value.get("settings") or {}
+    if "dense" in throughput:
+        dense = throughput["dense"]["median"]
+        parts.append(table_html(("model", "images/s (median)", "[p10, p90]", "vs dense"),
+                                [(name, t["median"], f"<td class=\"number\">[{t['p10']:.0f}, {t['p90']:.0f}]</td>",
+                                  t["median"] / dense) for name, t in throughput.items()],
+                                f"Throughput, batch {settings.get('batch_size', '?')}, "
+                                f"{settings.get('throughput_threads', '?')} threads"))
     load = (value.get("load_average_start"), value.get("load_average_end"))
     parts.append(f"<p class=\"note\">torch {escape(str(value.get('torch', '?')))} on {escape(str(value.get('platform', '?')))}; "
                  f"load average at start {load[0]}, at end {load[1]}.</p>")
