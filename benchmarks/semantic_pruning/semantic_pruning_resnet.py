@@ -502,7 +502,7 @@ def stage_report(args) -> None:
             }
         units = find_units(model, (3, 32, 32))
         response = load_response(name, where, units)
-        thetas = [s for s in settings if s > 0]
+        thetas = [s for s in settings if s > 0] or [s for s in full_grid if s > 0]  # overlaps need no sweep
         overlaps = {}
         for mode in ("nwp", "lwp"):
             stack = {"kept": [], "pruned": []}
@@ -602,6 +602,8 @@ def headline(entry: dict, units, classes: list[str]) -> dict:
             out[f"nwp@{s}_share_in_units_without_activation"] = float(np.mean([
                 sum(r["direct_per_unit"].get(u, 0.0) * filters[u] for u in without_activation)
                 / max(1e-12, sum(r["direct_per_unit"].get(u, 0.0) * filters[u] for u in filters)) for r in chosen]))
+    for key, values in entry.get("direct_residual_by_tolerance", {}).get("0.0", {}).items():  # residual stage: all classes
+        out[f"rp_{key}"] = (values["residual"], entry["direct_residual_by_tolerance"]["0.05"][key]["residual"])
     for key, matrices in entry["overlap"].items():
         jaccard = np.asarray(matrices["kept_jaccard"], dtype=float)
         np.fill_diagonal(jaccard, np.nan)
@@ -639,6 +641,10 @@ def comparison_lines(name: str, post: dict, entry: dict, units, where: str) -> l
     for key in ("nwp@0.05", "nwp@0.25"):
         if key in a and key in b:
             lines.append(f"| {key.replace('@', ' θ ')}: mean RP (test split) | {a[key]['fraction_residual']:.4f} | {b[key]['fraction_residual']:.4f} |")
+    for key in ("nwp@0.5", "lwp@0.5"):
+        if f"rp_{key}" in a and f"rp_{key}" in b:
+            lines.append(f"| {key.replace('@', ' θ ')}: RP on each class's own test images, = 0 / <= 5 % of the full network's "
+                         "(mean, all 10 classes) | " + " | ".join(f"{x[f'rp_{key}'][0]:.4f} / {x[f'rp_{key}'][1]:.4f}" for x in (a, b)) + " |")
     for key in ("nwp@0.25", "lwp@0.25"):
         if f"jaccard_{key}" in a and f"jaccard_{key}" in b:
             lines.append(f"| {key.replace('@', ' θ ')}: kept-set Jaccard with the most / least overlapping class (mean, all 10 classes) | "
