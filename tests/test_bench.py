@@ -72,3 +72,15 @@ def test_a_pruned_checkpoint_is_rebuilt_without_the_library_that_pruned_it(tmp_p
         load_pruned(FIXTURE)
     with pytest.raises(UserInputError, match="no conv named"):
         shrink_filters(create_model("resnet20", 10), {"layer9.conv1": 3})
+
+
+def test_bench_measures_accuracy_and_flops_on_the_requested_share_of_the_test_split():
+    from filterscope.pipelines.bench import BenchOptions, run_bench
+
+    options = dict(weights=str(FIXTURE), data="digits", inputs=4, repeats=1, calibration=50, routes=(),
+                   throughput_batches=1, throughput_repeats=1, progress=False)
+    every = {r["name"]: r for r in run_bench(BenchOptions(**options))["rows"]}
+    some = {r["name"]: r for r in run_bench(BenchOptions(**options, eval_images=40))["rows"]}
+    assert round(some["executor"]["accuracy"] * 40, 6) == int(round(some["executor"]["accuracy"] * 40))  # k of 40
+    assert round(every["executor"]["accuracy"] * 359, 6) == int(round(every["executor"]["accuracy"] * 359))  # k of 359
+    assert some["executor"]["flops"] != every["executor"]["flops"]  # mean FLOPs per input over the 40 only

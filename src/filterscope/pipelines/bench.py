@@ -21,7 +21,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..analyses.evaluate import evaluate
@@ -55,6 +55,7 @@ class BenchOptions:
     throughput_batches: int = 8
     throughput_repeats: int = 10
     calibration: int = 5000  # training images the executor is calibrated on
+    eval_images: int | None = None  # test images the accuracy and mean FLOPs are measured on, evenly spaced (None: all)
     routes: tuple[str, ...] = tuple(ROUTES)
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -117,6 +118,8 @@ def _spread(dataset, count: int) -> torch.Tensor:
 
 
 def _accuracy_and_flops(models: dict, decoupled, test, options: BenchOptions) -> list[dict]:
+    if options.eval_images is not None:
+        test = Subset(test, _indices(len(test), options.eval_images))
     loader = DataLoader(test, batch_size=256)
     dense_flops = count_flops_reference(models["dense"], decoupled.input_shape)
     per_input = []

@@ -38,16 +38,17 @@ class DemoSizes:
     bench_inputs: int
     bench_repeats: int
     bench_calibration: int
+    bench_eval_images: int | None  # test images the bench's accuracy and mean FLOPs come from (None: all)
 
 
 def sizes_for(data: str, quick: bool) -> DemoSizes:
     """The digits (359 test images) run whole; other data sets are sampled, less with ``quick``."""
     if data == DIGITS:
         return DemoSizes(None, 100, None, 10, 20, 2, (1, 5), 30, (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), ("nwp", "lwp"),
-                         "test", 50, 10, 500)
+                         "test", 50, 10, 500, None)
     if quick:
-        return DemoSizes(300, 30, 100, 5, 10, 1, (1, 5), 10, (0.05, 0.1), ("nwp",), "val", 30, 5, 500)
-    return DemoSizes(1000, 100, 300, 10, 20, 2, (1, 5, 10), 30, (0.05, 0.1, 0.2, 0.3), ("nwp",), "val", 100, 10, 2000)
+        return DemoSizes(300, 30, 100, 5, 10, 1, (1, 5), 10, (0.05, 0.1), ("nwp",), "val", 30, 5, 500, 1000)
+    return DemoSizes(1000, 100, 300, 10, 20, 2, (1, 5, 10), 30, (0.05, 0.1, 0.2, 0.3), ("nwp",), "val", 100, 10, 2000, 2000)
 
 
 def train_step(state: DemoState) -> str:
@@ -261,6 +262,7 @@ def engine_step(state: DemoState) -> str:
     result = run_bench(BenchOptions(weights=state.decoupled_weights, data=state.options.data,
                                     dense_weights=None if derived else state.dense_weights, inputs=sizes.bench_inputs,
                                     repeats=sizes.bench_repeats, calibration=sizes.bench_calibration,
+                                    eval_images=sizes.bench_eval_images, throughput_batches=2, throughput_repeats=3,
                                     routes=(), progress=state.options.progress))
     state.run.update_metrics("bench", result)
     rows = {row["name"]: row for row in result["rows"]}

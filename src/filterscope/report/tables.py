@@ -208,7 +208,9 @@ def engine_tables(value: dict) -> str:
              f"<td class=\"number\">[{r['latency_us']['p10']:.0f}, {r['latency_us']['p90']:.0f}]</td>", r.get("speedup"))
             for r in value.get("rows", [])]
     parts = [table_html(("model", "top-1", "MFLOPs", "FLOPs reduction", "latency µs (median)", "[p10, p90]",
-                         "speedup vs faster dense"), rows, "Batch 1")]
+                         "speedup vs faster dense"), rows,
+                        f"Batch 1; top-1 and mean FLOPs over {(value.get('settings') or {}).get('eval_images') or 'all the'} "
+                        "test images")]
     routes = value.get("routes") or {}
     if routes:
         parts.append(table_html(("kernel route", "dense executor µs", "executor µs", "ratio"),
