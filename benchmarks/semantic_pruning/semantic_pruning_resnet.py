@@ -466,7 +466,8 @@ def stage_report(args) -> None:
 
         # figures
         figures.plot_class_curves(rows, CLASSES, RESULTS / f"semantic_curves{sfx}_{name}.png",
-                                  title=f"{name}: network pruned for each class (responses read at {where})")
+                                  title=f"{name}: network pruned for each class (" + ("responses at post-activation)" if where == "post"
+                                                                                  else f"read-out: {where})"))
         residual_path = CACHE / f"residual{sfx}.json"
         residual = json.loads(residual_path.read_text()).get(name) if residual_path.exists() else None
         if residual is None:
@@ -532,7 +533,8 @@ def stage_report(args) -> None:
             entry["export"] = export[name]
         results["models"][name] = entry
         lines += markdown_for(name, entry, settings, where)
-    if not speed and not any("speed" in entry for entry in results["models"].values()):  # kept entries keep their speed
+    # the masks run alike whatever ranked them, so speed is measured once, under post; kept entries keep theirs
+    if where == "post" and not speed and not any("speed" in entry for entry in results["models"].values()):
         results["remaining"].append(f"nice -n 19 python {SCRIPT} speed --models resnet20{flag}")
     for other in WEIGHTS:
         if other not in results["models"]:
