@@ -24,15 +24,18 @@ ARTIFACTS = Path(os.environ.get("FILTERSCOPE_TEST_ARTIFACTS", Path(__file__).res
 ANALYSES = ("model", "training", "decoupling", "paths", "concepts", "adversarial", "semantic", "influence", "engine")
 
 
+def run_demo_cli(*argv: str) -> subprocess.CompletedProcess:
+    """``python -m filterscope ARGV`` on one intra-op thread, its output captured; asserts it succeeded."""
+    completed = subprocess.run([sys.executable, "-m", "filterscope", *argv], capture_output=True, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("demo") / "demo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "demo", "--run-dir", str(run_dir), "--epochs", "3", "--decouple-epochs", "3"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    completed = run_demo_cli("demo", "--run-dir", str(run_dir), "--epochs", "3", "--decouple-epochs", "3")
     return run_dir, completed.stdout
 
 
@@ -122,12 +125,7 @@ def test_single_file_report_embeds_every_figure(demo_run, tmp_path):
 def test_demo_of_a_decoupled_checkpoint_skips_training_and_analyses_it(demo_run, tmp_path):
     run_dir, _ = demo_run
     target = tmp_path / "given"
-    completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "demo", "--weights", str(run_dir / "decoupled" / "checkpoints" / "last.pt"),
-         "--run-dir", str(target), "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_demo_cli("demo", "--weights", str(run_dir / "decoupled" / "checkpoints" / "last.pt"), "--run-dir", str(target), "--quiet")
     steps = json.loads((target / "metrics.json").read_text())["demo"]["steps"]
     assert steps["train"].startswith("skipped: ") and steps["decouple"].startswith("skipped: ")
     assert not any(line.startswith("skipped") for name, line in steps.items() if name not in ("train", "decouple"))
@@ -151,12 +149,8 @@ def test_demo_runs_on_a_users_own_bn_free_network_through_a_plugin(tmp_path):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(PLAIN_VGG_PLUGIN.format(tests=str(Path(__file__).resolve().parent)))
     target = tmp_path / "mine"
-    completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits",
-         "--epochs", "3", "--decouple-epochs", "2", "--run-dir", str(target), "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_demo_cli("--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits", "--epochs", "3",
+                 "--decouple-epochs", "2", "--run-dir", str(target), "--quiet")
     demo = json.loads((target / "metrics.json").read_text())["demo"]
     assert demo["model"] == "my_plain_vgg" and set(demo["steps"]) == {name for name, _ in STEPS}
     for name, line in demo["steps"].items():  # each step ran, or says in one sentence why it could not
@@ -169,12 +163,8 @@ def test_demo_goes_on_when_a_network_cannot_be_decoupled_and_says_why(tmp_path):
     plugin = tmp_path / "my_models.py"
     plugin.write_text(PLAIN_VGG_PLUGIN.format(tests=str(Path(__file__).resolve().parent)).replace("(8, 8, 16)", "(8, 8)"))
     target = tmp_path / "two_convs"
-    completed = subprocess.run(
-        [sys.executable, "-m", "filterscope", "--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits",
-         "--epochs", "1", "--decouple-epochs", "1", "--run-dir", str(target), "--quiet"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_demo_cli("--plugin", str(plugin), "demo", "--model", "my_plain_vgg", "--data", "digits", "--epochs", "1",
+                 "--decouple-epochs", "1", "--run-dir", str(target), "--quiet")
     steps = json.loads((target / "metrics.json").read_text())["demo"]["steps"]
     assert steps["decouple"].startswith("skipped: ") and "needs at least 3" in steps["decouple"]
     assert steps["path embedding"].startswith("skipped: it reads the decoupled model")
