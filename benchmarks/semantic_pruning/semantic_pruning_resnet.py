@@ -678,7 +678,8 @@ def markdown_for(name: str, entry: dict, settings: list[float], where: str = "po
                   f"{np.median(sp['sweep_image_masks_per_s']):.0f} image×masks/s: ratio **{sp['ratio_median']:.3f}** of the "
                   f"medians (each repeat, plain then sweep: "
                   + ", ".join(f"{m / p:.2f}" for p, m in zip(sp['plain_images_per_s'], sp['sweep_image_masks_per_s'])) + ").", ""]
-    lines += ["Mean over the 10 classes, network pruned for each class, scores for that class:", "",
+    lines += [f"Mean over the {len(swept)} classes{'' if len(swept) == len(CLASSES) else ' swept'}, network pruned for each "
+              "class, scores for that class:", "",
               "| mode | θ | classes | DP | RP | recall | precision | AUC | overall acc. | predicted share |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for mode in ("nwp", "lwp"):
