@@ -37,7 +37,7 @@ from torch import nn
 
 from ..core.capture import run_capture
 from ..core.errors import UserInputError
-from ..core.unit_hooks import WHERE
+from ..core.unit_hooks import DEFAULT_WHERE, WHERE
 from ..core.units import find_units
 from ..data.splits import stratified_split
 from ..methods.decoupling.model import DecoupledModel
@@ -71,7 +71,7 @@ class PathEmbeddingConfig:
     neighbours: int = 5
     test_fraction: float = 0.3
     seed: int = 0
-    where: str = "response"
+    where: str = DEFAULT_WHERE
 
     def validate(self) -> "PathEmbeddingConfig":
         if self.pca_dims < 2:
@@ -247,7 +247,7 @@ def embed_features(features: dict[str, np.ndarray], labels: np.ndarray, layer_na
 
 @torch.no_grad()
 def dense_responses(network: nn.Module, layer_names: list[str], loader, input_shape: tuple[int, int, int], *,
-                    where: str = "response", device="cpu", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    where: str = DEFAULT_WHERE, device="cpu", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pooled responses (spatial mean at ``where``) of ``network``'s units ``layer_names`` over ``loader``:
     ((n, Σ filters) float32, labels). The network runs in evaluation mode; its flag is restored after."""
     units = {unit.name: unit for unit in find_units(network, input_shape)}

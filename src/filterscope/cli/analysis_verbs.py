@@ -207,7 +207,7 @@ def finish_analysis(args, summary: dict, print_text) -> int:
 
 
 def add_semantic_prune_parser(verbs) -> None:
-    from ..core.unit_hooks import WHERE
+    from ..core.unit_hooks import DEFAULT_WHERE, WHERE
     from ..methods.semantic_pruning import DEFAULT_RATIOS, MODES
 
     parser = verbs.add_parser("semantic-prune", help="prune filters for one class by accumulated response (no "
@@ -217,7 +217,7 @@ def add_semantic_prune_parser(verbs) -> None:
     parser.add_argument("--mode", nargs="+", default=list(MODES), choices=MODES, help="nwp (network-wise), lwp (layer-wise)")
     parser.add_argument("--ratios", nargs="+", default=[str(r) for r in DEFAULT_RATIOS],
                         help="ratios θ in [0, 1], '0-score' or 'median'")
-    parser.add_argument("--where", default="response", choices=WHERE, help="where filter responses are read")
+    parser.add_argument("--where", default=DEFAULT_WHERE, choices=WHERE, help="where filter responses are read")
     parser.add_argument("--exclude", nargs="*", default=[], help="unit names never pruned")
     parser.add_argument("--masks-per-pass", type=int, default=8, help="pruned networks evaluated in one forward pass")
     _add_per_class_arguments(parser, split_help="split the responses come from")

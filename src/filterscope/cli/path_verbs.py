@@ -49,7 +49,7 @@ def _run(args, analysis: str, run_pipeline, print_text) -> int:
 
 
 def add_embed_parser(verbs) -> None:
-    from ..core.unit_hooks import WHERE
+    from ..core.unit_hooks import DEFAULT_WHERE, WHERE
 
     parser = verbs.add_parser("embed", help="t-SNE of a decoupled model's calculation paths, with k-NN accuracy, silhouette "
                               "and mutual information beside the dense model's activation patterns",
@@ -62,7 +62,7 @@ def add_embed_parser(verbs) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.3, help="share of each class held out from the k-NN fit")
     parser.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
     parser.add_argument("--pca-dims", type=int, default=300, help="PCA components before t-SNE, at most")
-    parser.add_argument("--where", default="response", choices=WHERE, help="where the dense units' responses are read")
+    parser.add_argument("--where", default=DEFAULT_WHERE, choices=WHERE, help="where the dense units' responses are read")
 
 
 def run_embed(args) -> int:

@@ -36,7 +36,7 @@ from .devices import check_model_device
 from .errors import UserInputError
 from .hooks import Hooks
 from .statistics import STATISTICS, channel_statistics, check_statistics
-from .unit_hooks import WHERE, check_units, register_unit_hooks
+from .unit_hooks import DEFAULT_WHERE, WHERE, check_units, register_unit_hooks
 from .units import Unit
 
 __all__ = [
@@ -166,7 +166,7 @@ def capture(
     units: Sequence[Unit],
     stats: Iterable[str] = ("mean",),
     *,
-    where: str = "post",
+    where: str = DEFAULT_WHERE,
     num_samples: int | None = None,
 ) -> Iterator[Recorder]:
     """Record per-channel statistics of the units' outputs for every batch run through ``model``.
@@ -281,7 +281,7 @@ def run_capture(
     loader: Iterable,
     stats: Iterable[str] = ("mean",),
     *,
-    where: str = "post",
+    where: str = DEFAULT_WHERE,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> CaptureResult:

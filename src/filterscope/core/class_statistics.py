@@ -14,7 +14,7 @@ from .devices import check_model_device
 from .errors import UserInputError
 from .hooks import Hooks
 from .statistics import channel_statistics, check_statistics
-from .unit_hooks import check_units, register_unit_hooks
+from .unit_hooks import DEFAULT_WHERE, check_units, register_unit_hooks
 from .units import Unit
 
 __all__ = ["accumulate_by_class"]
@@ -61,7 +61,7 @@ def accumulate_by_class(
     num_classes: int,
     stat: str = "sum",
     *,
-    where: str = "post",
+    where: str = DEFAULT_WHERE,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, np.ndarray]:

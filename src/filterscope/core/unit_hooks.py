@@ -35,10 +35,14 @@ from .errors import UserInputError
 from .hooks import Hooks
 from .units import Unit
 
-__all__ = ["WHERE", "check_units", "register_unit_hooks"]
+__all__ = ["DEFAULT_WHERE", "WHERE", "check_units", "register_unit_hooks"]
 
 #: Where a unit's output is read: raw conv output, after BatchNorm, after the activation.
 WHERE = ("conv", "bn", "post", "response")
+
+#: The read-out every statistic uses unless told otherwise: the unit's response (see above); chosen by
+#: benchmarks/semantic_pruning/readout (it never ranks a strongly negative output as "small").
+DEFAULT_WHERE = "response"
 
 
 def check_units(model: nn.Module, units: Sequence[Unit], where: str) -> None:
@@ -48,7 +52,7 @@ def check_units(model: nn.Module, units: Sequence[Unit], where: str) -> None:
         UserInputError: Unknown ``where``, no units, a name given twice, or a unit of another model.
     """
     if where not in WHERE:
-        raise UserInputError(f"where must be one of {', '.join(WHERE)}, got {where!r}; pass where='post'.")
+        raise UserInputError(f"where must be one of {', '.join(WHERE)}, got {where!r}; pass where='response'.")
     if not units:
         raise UserInputError("no units to capture; pass the list returned by filterscope.find_units(model).")
     names = [unit.name for unit in units]

@@ -14,17 +14,20 @@ Where the output is read (``where``) matters on a network with BatchNorm:
 * ``"bn"``: after the BatchNorm, before the activation: centred per channel over the
   training set, so summed over all classes it is about ``N·H·W·β``; per class it is
   negative for filters the class switches off, which gives "0-score" a meaning.
-* ``"post"`` (the default): after the activation, i.e. what the next layer actually receives.
-  It is never negative; a filter with zero accumulated response is never active on the class.
+* ``"post"``: after the activation module, i.e. what the next layer actually receives.
   Units whose activation comes only after a residual addition (``conv2`` of an option-A
-  ResNet block) have no activation of their own, and their ``"post"`` output is the
-  BatchNorm output (signed), so network-wise ranking puts those filters with a negative sum
-  first. ``benchmarks/results/semantic_resnet.md`` compares the three on the shared ResNet-20
-  (same ratios, NWP and LWP, mean over classes): ``"post"`` keeps the most overall accuracy at
-  θ = 0.05 (0.535, against 0.480 for ``"bn"`` and 0.370 for ``"conv"``) and the most target
-  recall at θ = 0.05 and 0.5; at larger θ all three collapse alike. ``"conv"`` is also the
-  least meaningful for "0-score": 73 % of the (class, filter) sums are ``<= 0`` only because
-  BatchNorm will subtract the channel mean.
+  ResNet block) or that have none (a linear bottleneck) have no activation of their own, and
+  their ``"post"`` output is the BatchNorm output (signed), so network-wise ranking puts those
+  filters with a negative sum — among the most used — first.
+* ``"response"`` (the default, :data:`filterscope.core.unit_hooks.DEFAULT_WHERE`): after the
+  unit's own activation where it has one, and the ReLU of its BatchNorm output where it has
+  none, so a filter's response is what it contributes above zero. It is the default because it
+  measured best: on the shared ResNet-20, class cat, network-wise θ 0.1, recall 0.782 against
+  0.103 for ``"post"`` and AUC 0.896 against 0.768
+  (``benchmarks/semantic_pruning/readout/README.md``), and over the 10 classes × θ × both modes
+  sweep it keeps far more at small θ (``benchmarks/semantic_pruning/results/semantic_findings_response.md``).
+  ``"conv"`` is the least meaningful for "0-score": 73 % of the (class, filter) sums are
+  ``<= 0`` only because BatchNorm will subtract the channel mean.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 from torch import nn
 
 from ...core.capture import WHERE, accumulate_by_class
+from ...core.unit_hooks import DEFAULT_WHERE
 from ...core.errors import UserInputError
 from ...core.units import Unit
 
@@ -101,7 +105,7 @@ def accumulate_responses(
     loader: Iterable,
     num_classes: int,
     *,
-    where: str = "post",
+    where: str = DEFAULT_WHERE,
     classes: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -115,7 +119,7 @@ def accumulate_responses(
         units: Units of ``model`` from :func:`filterscope.find_units`.
         loader: Training images and labels, without augmentation.
         num_classes: Number of classes.
-        where: ``"conv"``, ``"bn"`` or ``"post"`` (see the module docstring).
+        where: ``"response"`` (the default), ``"post"``, ``"bn"`` or ``"conv"`` (see the module docstring).
         classes: Class names, kept with the result.
         device: Where the model runs.
         progress: Show a progress bar.
@@ -124,7 +128,7 @@ def accumulate_responses(
         The per-class sums and image counts.
     """
     if where not in WHERE:
-        raise UserInputError(f"where must be one of {', '.join(WHERE)}, got {where!r}; pass where='post'.")
+        raise UserInputError(f"where must be one of {', '.join(WHERE)}, got {where!r}; pass where='response'.")
     sums = accumulate_by_class(model, units, loader, num_classes, "sum", where=where, device=device, progress=progress)
     counts = sums.pop("__counts__")
     return AccumulatedResponse({unit.name: sums[unit.name] for unit in units}, counts, where,

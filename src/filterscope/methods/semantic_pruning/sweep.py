@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ...core.capture import WHERE
+from ...core.unit_hooks import DEFAULT_WHERE
 from ...core.errors import UserInputError
 from ...core.units import Unit
 from .evaluation import MaskEvaluation, evaluate_masks, full_network_reference
@@ -43,7 +44,7 @@ class SemanticPruningConfig:
     modes: tuple[str, ...] = ("nwp", "lwp")
     settings: tuple[Any, ...] = DEFAULT_RATIOS
     classes: tuple[Any, ...] | None = None
-    where: str = "response"
+    where: str = DEFAULT_WHERE
     exclude: tuple[str, ...] = ()
     masks_per_pass: int = 8
     residual: bool = True
