@@ -9,6 +9,7 @@ mean FLOPs per image — all measured with evaluation (hard, noise-free) gates.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -140,7 +141,10 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
         return target <= reduction <= target * (1 + tolerance)
 
     recalibrate()  # the first guess is made under the statistics evaluation uses, not those of the noisy training gates
-    guess, _ = threshold_for_flops(model, search, target, low=-0.5, high=0.5, steps=12, device=device)
+    try:
+        guess, _ = threshold_for_flops(model, search, target, low=-0.5, high=0.5, steps=12, device=device)
+    except UserInputError:  # not even τ = 0.5 reaches it under these statistics: start there, the expansion goes higher
+        guess = 0.5
     below, above = None, None  # offsets bracketing the target: f(below) < target <= f(above)
     offset, step = guess, first_step
     for _ in range(expansions + 1):
@@ -172,6 +176,10 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
     meeting = [offset for offset, reduction in tried.items() if reduction >= target]
     best = min(meeting) if meeting else max(tried, key=tried.get)
     reached = tried[best] if best == list(tried)[-1] else reduction_after_reestimation(best)
+    if reached < target:  # the run goes on (its epochs are not thrown away) at the largest reduction found
+        warnings.warn(f"the gate threshold reached {reached:.3f}× fewer FLOPs, not the target {target:g}×, on "
+                      f"{len(search.dataset)} training images; the path fine-tuning goes on from there. To reach it, "
+                      f"train the gates longer or with a higher sparsity_ratio, or lower --flops-target.", stacklevel=2)
     if train_config.progress and distributed.is_main_process():
         tqdm.write(f"gate threshold moved to {model.gate_threshold:+.4f}: {reached:.3f}× fewer FLOPs on "
                    f"{len(search.dataset)} training images (target {target:g}×, {len(tried)} re-estimations)")
