@@ -15,7 +15,7 @@ from torch import nn
 
 import filterscope as fs
 from filterscope.analyses.adversarial import AdversarialConfig, LabelledImages, run
-from filterscope.analyses.adversarial_features import image_features, path_features, pooled_activations, units_named
+from filterscope.analyses.adversarial_features import DEFAULT_FEATURES, image_features, path_features, pooled_activations, units_named
 from filterscope.analyses.attacks import AttackConfig, attack
 from filterscope.analyses.detection import DetectionConfig
 from filterscope.analyses.routing_paths import CriticalPathConfig, critical_routing_paths
@@ -143,10 +143,14 @@ def test_critical_routing_paths_remove_their_hooks_after_an_error(decoupled, den
 
 def test_features_of_the_same_units(decoupled, dense, test_images):
     images = test_images.images
-    features = image_features(decoupled, dense, images, ("path", "dense_binary", "dense_real"))
-    decoupled(images)
+    features = image_features(decoupled, dense, images, ("path", "gate_scores", "dense_binary", "dense_real"))
+    with torch.no_grad():
+        decoupled(images)
     gates = torch.cat(decoupled.last_gates(), dim=1).numpy()
     assert np.array_equal(features["path"], gates)
+    logits = torch.cat([slot.gate_logits for slot in decoupled.slots], dim=1).numpy()
+    assert np.allclose(features["gate_scores"], logits, atol=1e-6)
+    assert np.array_equal(features["gate_scores"] > 0, features["path"] > 0)  # the path is the scores' sign
     with torch.no_grad():  # features.3 is read after features.5 (its ReLU), features.7 after features.9
         expected = torch.cat([dense.features[:6](images).mean((2, 3)), dense.features[:10](images).mean((2, 3))], 1)
     assert np.allclose(features["dense_real"], expected.numpy(), atol=1e-5)
@@ -196,11 +200,11 @@ def test_cli_writes_metrics_arrays_figures_and_table(tmp_path, capsys):
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((run_dir / "metrics.json").read_text())["adversarial"]
-    assert printed["table"] == metrics["table"] and len(metrics["table"]) == 3 * 4
+    assert printed["table"] == metrics["table"] and len(metrics["table"]) == 3 * len(DEFAULT_FEATURES)
     assert metrics["images"] == {"train_pool": 30, "test": 80}
     assert metrics["pair"]["source"] == "3" and metrics["pair"]["target"] == "8"
     arrays = np.load(run_dir / "arrays" / "adversarial.npz")
-    assert arrays["auc_fgsm_to_pgd"].shape == (1, 1, 4) and arrays["pair_frequencies"].shape == (3, 64)
+    assert arrays["auc_fgsm_to_pgd"].shape == (1, 1, len(DEFAULT_FEATURES)) and arrays["pair_frequencies"].shape == (3, 64)
     for name in ("adversarial_auc", "adversarial_pair_frequencies", "adversarial_pair_embedding"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
     assert "trained on FGSM, tested on PGD" in (run_dir / "adversarial.md").read_text()

@@ -6,9 +6,10 @@ data=${1:-../shared/data/cifar10-jpeg.zip}
 out=${2:-runs/bn_free_vgg}
 plugin=benchmarks/bn_free_vgg/plain_vgg.py
 fs() { filterscope --plugin "$plugin" "$@"; }
+resume() { [ -f "$1/checkpoints/last.pt" ] && echo --resume || true; }  # go on where an interrupted run stopped
 fs train --model plain_vgg_cifar --data "$data" --epochs 15 --lr 0.02 --weight-decay 5e-4 --schedule cosine \
-    --seed 0 --threads 1 --compile --no-progress --run-dir "$out/dense" --resume
+    --seed 0 --threads 1 --compile --no-progress --run-dir "$out/dense" $(resume "$out/dense")
 fs decouple --config default --config benchmarks/bn_free_vgg/decouple.yaml --model plain_vgg_cifar \
-    --weights "$out/dense/checkpoints/last.pt" --data "$data" --threads 1 --run-dir "$out/decoupled" --resume --quiet
+    --weights "$out/dense/checkpoints/last.pt" --data "$data" --threads 1 --run-dir "$out/decoupled" $(resume "$out/decoupled") --quiet
 fs eval --model plain_vgg_cifar --weights "$out/dense/checkpoints/last.pt" --data "$data" --threads 1 --json > "$out/eval_dense.json"
 fs eval --model plain_vgg_cifar --weights "$out/decoupled/checkpoints/last.pt" --data "$data" --threads 1 --json > "$out/eval_decoupled.json"

@@ -4,6 +4,8 @@ Every feature covers the same units, the gated units of a decoupled model, so th
 
 * ``path``: the decoupled model's binary calculation path, z = 1(g > τ) of every gated filter
   (Li et al., 2020, Section 4.4);
+* ``gate_scores``: the real-valued gate logits g − τ behind that path (its margin: the path is their sign), to
+  show how much of the gates' information the binary path keeps;
 * ``dense_binary``: the dense network's binarised activation pattern, 1(GAP(act(BN(conv x))) > 0) per filter,
   the same number of bits as the path;
 * ``dense_real``: the dense network's real-valued pooled activations GAP(act(·)) of the same filters, what a
@@ -30,8 +32,8 @@ from ..core.eval_mode import evaluation_mode
 from ..core.units import Unit, find_units
 from .routing_paths import CriticalPathConfig, critical_routing_paths
 
-FEATURES = ("path", "dense_binary", "dense_real", "cdrp", "cdrp_binary")
-DEFAULT_FEATURES = ("path", "dense_binary", "dense_real", "cdrp")
+FEATURES = ("path", "gate_scores", "dense_binary", "dense_real", "cdrp", "cdrp_binary")
+DEFAULT_FEATURES = ("path", "gate_scores", "dense_binary", "dense_real", "cdrp")
 
 
 def check_features(names: Sequence[str]) -> tuple[str, ...]:
@@ -41,22 +43,31 @@ def check_features(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-@torch.no_grad()
 def path_features(decoupled: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """The binary calculation path of each image, (N, Σ N^l) bool, from ``decoupled.last_gates()``.
 
     The model runs in evaluation mode (hard gates); its modules' training flags are restored afterwards.
     """
+    return _gate_rows(decoupled, images, batch_size, lambda slot: slot.gates.gt(0.5), torch.bool)
+
+
+def gate_score_features(decoupled: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The gate logits of each image, (N, Σ N^l) float32: g − τ, positive exactly where the path is open."""
+    return _gate_rows(decoupled, images, batch_size, lambda slot: slot.gate_logits.float(), torch.float32)
+
+
+@torch.no_grad()
+def _gate_rows(decoupled: nn.Module, images: torch.Tensor, batch_size: int, read, dtype) -> np.ndarray:
     if not hasattr(decoupled, "last_gates"):
         raise UserInputError("the model has no gates; decouple it first (filterscope decouple, or fs.decouple).")
     device = next(decoupled.parameters()).device
-    paths = []
+    rows = []
     with evaluation_mode(decoupled):
         for start in range(0, len(images), batch_size):
             decoupled(images[start:start + batch_size].to(device))
-            paths.append(torch.cat([gates.gt(0.5) for gates in decoupled.last_gates()], dim=1).cpu())
+            rows.append(torch.cat([read(slot) for slot in decoupled.slots], dim=1).cpu())
     width = sum(getattr(decoupled, "out_channels", []))
-    return torch.cat(paths).numpy() if paths else np.zeros((0, width), dtype=bool)
+    return torch.cat(rows).numpy() if rows else torch.zeros((0, width), dtype=dtype).numpy()
 
 
 def units_named(network: nn.Module, names: Sequence[str], input_shape: tuple[int, int, int]) -> list[Unit]:
@@ -89,6 +100,8 @@ def image_features(decoupled: nn.Module, dense_network: nn.Module, images: torch
     features: dict[str, np.ndarray] = {}
     if "path" in names:
         features["path"] = path_features(decoupled, images, batch_size).astype(np.float32)
+    if "gate_scores" in names:
+        features["gate_scores"] = gate_score_features(decoupled, images, batch_size)
     if {"dense_binary", "dense_real", "cdrp", "cdrp_binary"} & set(names):
         units = units_named(dense_network, decoupled.gated_units, tuple(decoupled.input_shape))
         if {"dense_binary", "dense_real"} & set(names):
