@@ -47,6 +47,8 @@ COLUMNS = {
                  "filters", "control_score", "detectors", "json"),
     "adversarial": ("run", "model", "train_attack", "test_attack", "eps", "classifier", "n", "feature", "auc_mean",
                     "auc_std", "runs", "test_per_class", "test_success_rate", "json"),
+    "bn_free_vgg": ("run", "model", "network", "epochs", "top1", "flops_reduction", "energetic", "silent", "dynamic",
+                    "json"),
 }
 
 
@@ -232,11 +234,23 @@ def adversarial_rows(path: Path, result: dict) -> list[dict]:
             for row in result["table"]]
 
 
+def bn_free_vgg_rows(path: Path, result: dict) -> list[dict]:
+    """The dense BN-free VGG and the network decoupled from it."""
+    dense, decoupled = result["dense"], result["decoupled"]
+    return [{"run": path.stem, "model": "plain_vgg_cifar", "network": "dense", "epochs": dense["epochs"],
+             "top1": dense["accuracy"], "flops_reduction": 1.0},
+            {"run": path.stem, "model": "plain_vgg_cifar", "network": "dense trained on (control)",
+             "epochs": result["dense_trained_on"]["epochs"], "top1": result["dense_trained_on"]["accuracy"], "flops_reduction": 1.0},
+            {"run": path.stem, "model": "plain_vgg_cifar", "network": "decoupled", "epochs": decoupled["epochs"],
+             "top1": decoupled["accuracy"], "flops_reduction": decoupled["flops_reduction"],
+             "energetic": decoupled["energetic"], "silent": decoupled["silent"], "dynamic": decoupled["dynamic"]}]
+
+
 ROWS = {"decoupling": decoupling_rows, "engine": engine_rows, "baselines": baselines_rows, "static_pruning": static_pruning_rows,
         "threshold": threshold_rows, "path_class_information": path_class_information_rows,
         "influence": influence_rows, "semantic_pruning": semantic_pruning_rows, "overhead": overhead_rows,
         "concepts": concepts_rows,
-        "adversarial": adversarial_rows,
+        "adversarial": adversarial_rows, "bn_free_vgg": bn_free_vgg_rows,
         "path_interpretation": path_interpretation_rows}
 
 
