@@ -141,10 +141,11 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
         return target <= reduction <= target * (1 + tolerance)
 
     recalibrate()  # the first guess is made under the statistics evaluation uses, not those of the noisy training gates
+    reach = 0.5  # the first guess is searched in [-reach, reach]
     try:
-        guess, _ = threshold_for_flops(model, search, target, low=-0.5, high=0.5, steps=12, device=device)
-    except UserInputError:  # not even τ = 0.5 reaches it under these statistics: start there, the expansion goes higher
-        guess = 0.5
+        guess, _ = threshold_for_flops(model, search, target, low=-reach, high=reach, steps=12, device=device)
+    except UserInputError:  # not even τ = reach meets it under these statistics: start there, the expansion goes higher
+        guess = reach
     below, above = None, None  # offsets bracketing the target: f(below) < target <= f(above)
     offset, step = guess, first_step
     for _ in range(expansions + 1):
