@@ -141,11 +141,7 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
         return target <= reduction <= target * (1 + tolerance)
 
     recalibrate()  # the first guess is made under the statistics evaluation uses, not those of the noisy training gates
-    reach = 0.5  # the first guess is searched in [-reach, reach]
-    try:
-        guess, _ = threshold_for_flops(model, search, target, low=-reach, high=reach, steps=12, device=device)
-    except UserInputError:  # not even τ = reach meets it under these statistics: start there, the expansion goes higher
-        guess = reach
+    guess = _first_threshold_guess(model, search, target, device)
     below, above = None, None  # offsets bracketing the target: f(below) < target <= f(above)
     offset, step = guess, first_step
     for _ in range(expansions + 1):
@@ -185,6 +181,16 @@ def move_threshold_to_target(model: DecoupledModel, train_config: TrainConfig, o
         tqdm.write(f"gate threshold moved to {model.gate_threshold:+.4f}: {reached:.3f}× fewer FLOPs on "
                    f"{len(search.dataset)} training images (target {target:g}×, {len(tried)} re-estimations)")
     return reached
+
+
+def _first_threshold_guess(model: DecoupledModel, search: DataLoader, target: float, device, reach: float = 0.5) -> float:
+    """The threshold offset meeting ``target`` under the statistics as they stand, searched in [-reach, reach];
+    ``reach`` when not even that meets it (the bracketing expansion then goes higher)."""
+    try:
+        guess, _ = threshold_for_flops(model, search, target, low=-reach, high=reach, steps=12, device=device)
+    except UserInputError:
+        guess = reach
+    return guess
 
 
 class EpochPaths(PathCollector):
