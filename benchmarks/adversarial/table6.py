@@ -1,12 +1,12 @@
-"""Table 6 and Fig. 10 of Li et al. (2020) on the shipped decoupled ResNet-20 and CIFAR-10 JPEG.
+"""Table 6 and Fig. 10 of Li et al. (2020) on a shipped decoupled checkpoint (ResNet-20 by default) and CIFAR-10 JPEG.
 
 Attacks the decoupled model (captum FGSM and PGD, untargeted, ε = 8/255 in pixels), then trains random forest,
 AdaBoost and gradient boosting detectors on n ∈ {1, 5, 10} training images per class and their adversarials,
-over 5 seeds, with four features of the same 336 gated filters: the binary calculation path, the dense
-network's binarised and real-valued pooled activations, and critical data routing paths (CDRP, Wang et al.
-2018); also FGSM-trained → PGD-tested; and the dog → truck paths of Fig. 10 (targeted PGD).
+over 5 seeds, with five features of the same gated filters: the binary calculation path, the real-valued gate
+logits, the dense network's binarised and real-valued pooled activations, and critical data routing paths (CDRP,
+Wang et al. 2018); also FGSM-trained → PGD-tested; and the dog → truck paths of Fig. 10 (targeted PGD).
 
-    python benchmarks/adversarial/adversarial_resnet20.py --threads 1
+    python benchmarks/adversarial/table6.py --threads 1 [--checkpoint checkpoints/<decoupled>.pt --name <name>]
 
 The run directory goes to benchmarks/checkpoints/adversarial_<name>; results/adversarial_<name>.{json,md} and the
 figures to results/.
