@@ -77,6 +77,15 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
         load_weights(create_model("digits_cnn"), corrupt)
 
 
+def test_a_run_directory_given_as_a_checkpoint_names_its_checkpoint_file(tmp_path):
+    with pytest.raises(UserInputError, match="is a directory, not a file; pass a checkpoint file"):
+        load_weights(create_model("digits_cnn"), tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"state_dict": create_model("digits_cnn").state_dict()}, tmp_path / "checkpoints" / "last.pt")
+    with pytest.raises(UserInputError, match=r"is a directory, not a file; pass '.*checkpoints/last.pt', the run's"):
+        load_weights(create_model("digits_cnn"), tmp_path)
+
+
 def test_save_atomically_leaves_no_temporary_file(tmp_path):
     target = tmp_path / "sub" / "x.pt"
     save_atomically({"a": torch.ones(3)}, target)

@@ -47,6 +47,10 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--weights") -> dict[st
 def check_checkpoint_exists(path: str | os.PathLike, flag: str = "--weights") -> Path:
     """The path, or one clear error naming ``flag`` when no file is there (a cheap check, before anything is loaded)."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoints" / "last.pt"
+        hint = f"pass {str(inside)!r}, the run's checkpoint" if inside.is_file() else "pass a checkpoint file"
+        raise UserInputError(f"checkpoint {str(path)!r} is a directory, not a file; {hint} as {flag}.")
     if not path.is_file():
         raise UserInputError(f"checkpoint {str(path)!r} does not exist; check the {flag} path.")
     return path
