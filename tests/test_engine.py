@@ -96,6 +96,16 @@ def test_every_kernel_gives_the_same_outputs(kernel):
     assert sum(sum(unit.kernel_choices.values()) for unit in chosen.executed_units()) > 0
 
 
+def test_networks_meeting_the_same_shapes_run_them_with_the_same_kernels():
+    decoupled, input_shape = decoupled_model("resnet20", seed=12)
+    image = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(12))
+    first, second = (compile_decoupled(decoupled, kernels=("nchw", "channels_last")) for _ in range(2))
+    first(image)
+    second(image)  # its shapes were timed by the first: chosen from the process's table, not timed again
+    assert [unit.kernel_choices for unit in first.executed_units()] == [unit.kernel_choices for unit in second.executed_units()]
+    assert all(sum(unit.kernel_choices.values()) == 1 for unit in second.executed_units())
+
+
 def test_the_executor_runs_a_torchvision_style_resnet18_with_a_shared_relu_module():
     torch.manual_seed(0)
     model = toy_models.resnet18_like().eval()

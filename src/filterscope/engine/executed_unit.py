@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gate_program import GateProgram
-from .kernels import KERNELS, fastest_kernel
+from .kernels import chosen_kernel
 from .links import zeros_like_output
 
 STATIC_KEY = b""  # the key of a filter set that never changes at run time
@@ -69,9 +69,8 @@ class ExecutedUnit(nn.Module):
         self.output_link = output_link
         self.batch_mode = batch_mode
         self.kernels = tuple(kernels)
-        self.kernel_choices: dict[str, int] = {}  # kernel name → shapes it was chosen for
+        self.kernel_choices: dict[str, int] = {}  # kernel name → (filter set, input shape) pairs it ran
         self._runs: dict[tuple, object] = {}
-        self._shape_choices: dict[tuple, str] = {}
         self._selections: dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._weights: dict[tuple[bytes | None, bytes | None], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -145,15 +144,9 @@ class ExecutedUnit(nn.Module):
         if run is None:
             if len(self._runs) >= CACHE_LIMIT:
                 self._runs.clear()
-            # One timing per shape (not per filter set): sets of the same size share the choice.
-            shape = (tuple(weight.shape), tuple(unit_input.shape), unit_input.is_contiguous())
-            name = self._shape_choices.get(shape)
-            if name is None:
-                name, run = fastest_kernel(self.kernels, unit_input, weight, bias, self.geometry)
-                self._shape_choices[shape] = name
-                self.kernel_choices[name] = self.kernel_choices.get(name, 0) + 1
-            else:
-                run = KERNELS[name](weight, bias, self.geometry, tuple(unit_input.shape))
+            # One timing per shape (not per filter set) in the process: sets of the same size share the choice.
+            name, run = chosen_kernel(self.kernels, unit_input, weight, bias, self.geometry)
+            self.kernel_choices[name] = self.kernel_choices.get(name, 0) + 1
             self._runs[key] = run
         return run(unit_input)
 
