@@ -17,7 +17,7 @@ import toy_models
 from conftest import CIFAR_ZIP, require_shared
 from filterscope.core.errors import UserInputError
 from filterscope.core.hooks import hook_count
-from filterscope.engine import compile_decoupled, compile_network, filter_plans
+from filterscope.engine import base_network, compile_decoupled, compile_network, filter_plans
 from filterscope.engine.executed_unit import ExecutedUnit
 from filterscope.methods.decoupling import DecoupleConfig, decouple, load_decoupled
 from filterscope.models import MODELS, create_model
@@ -94,6 +94,32 @@ def test_every_kernel_gives_the_same_outputs(kernel):
     chosen = compile_decoupled(decoupled, kernels=("nchw", kernel))  # chosen per shape by timing
     assert_same_outputs(chosen, decoupled, images[:1])
     assert sum(sum(unit.kernel_choices.values()) for unit in chosen.executed_units()) > 0
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet56"])
+def test_a_flattened_executor_gives_the_masked_models_outputs_and_keeps_its_unit_names(name):
+    decoupled, input_shape = decoupled_model(name, seed=13)
+    images = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(13))
+    executed = compile_decoupled(decoupled, kernels=FAST, flatten=True)
+    assert type(executed.network).__name__ == "GraphModule"
+    assert not any(isinstance(module, torch.nn.Identity) for module in _called_modules(executed.network))
+    assert all(isinstance(unit, ExecutedUnit) for unit in executed.executed_units())
+    assert_same_outputs(executed, decoupled, images)
+    assert_same_outputs(executed, decoupled, images[:1])
+    assert_same_outputs(compile_network(decoupled, kernels=FAST, flatten=True), base_network(decoupled).eval(), images)
+
+
+def test_a_network_fx_cannot_trace_is_executed_as_it_is_when_flattening_is_asked():
+    torch.manual_seed(0)
+    model = toy_models.control_flow_model().eval()
+    images = torch.randn(2, 3, 32, 32)
+    executed = compile_network(model, kernels=FAST, flatten=True)
+    assert type(executed.network).__name__ == "ControlFlowModel"
+    assert_same_outputs(executed, model, images)
+
+
+def _called_modules(graph_module):
+    return [graph_module.get_submodule(node.target) for node in graph_module.graph.nodes if node.op == "call_module"]
 
 
 def test_networks_meeting_the_same_shapes_run_them_with_the_same_kernels():

@@ -32,6 +32,7 @@ from ..core.units import Unit, find_units
 from ..methods.decoupling.model import DecoupledModel
 from ..methods.decoupling.unwrap import base_network
 from .executed_unit import ChannelLink, ExecutedUnit
+from .flattening import flattened
 from .folding import folded_weights
 from .gate_program import GateProgram
 from .kernels import DEFAULT_KERNELS, KERNELS
@@ -119,7 +120,8 @@ def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | N
 
 
 def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None, *,
-                      batch_mode: str = "union", kernels: tuple[str, ...] = DEFAULT_KERNELS) -> ExecutedNetwork:
+                      batch_mode: str = "union", kernels: tuple[str, ...] = DEFAULT_KERNELS,
+                      flatten: bool = False) -> ExecutedNetwork:
     """An :class:`ExecutedNetwork` computing what ``model`` computes in evaluation, skipping closed filters.
 
     Args:
@@ -129,6 +131,8 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
         batch_mode: ``"union"`` or ``"mask"``, see :class:`ExecutedUnit`.
         kernels: the convolution kernels each unit chooses from per shape, by timing (:mod:`.kernels`);
             ``("nchw",)`` runs PyTorch's default path only.
+        flatten: run the network as one fx-generated forward without nested module calls
+            (:mod:`.flattening`; a network fx cannot trace runs as it is).
     """
     if not isinstance(model, DecoupledModel):
         raise UserInputError(f"compile_decoupled takes a DecoupledModel, got {type(model).__name__}; "
@@ -139,12 +143,12 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
     plans = dict(zip(model.gated_units, filter_plans(model, calibration)))
     controllers = {name: module.controller for name, module in zip(model.gated_units, model.gate_modules())}
     network = base_network(model).eval()
-    return _build(network, model.input_shape, plans, controllers, batch_mode, kernels, model.input_mean,
+    return _build(network, model.input_shape, plans, controllers, batch_mode, kernels, flatten, model.input_mean,
                   model.input_std)
 
 
 def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), *,
-                    kernels: tuple[str, ...] = DEFAULT_KERNELS) -> ExecutedNetwork:
+                    kernels: tuple[str, ...] = DEFAULT_KERNELS, flatten: bool = False) -> ExecutedNetwork:
     """A network without gates run by the same executor (BatchNorm folded, every filter computed, the same
     kernel choice): the dense model timed through the same code path as a decoupled one. Given a decoupled
     model, its network without the gates (and its own input shape) is compiled."""
@@ -154,12 +158,12 @@ def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32
         input_shape = model.input_shape
         model = base_network(model)
     network = copy.deepcopy(model).eval()
-    return _build(network, input_shape, {}, {}, "union", kernels, getattr(model, "input_mean", None),
+    return _build(network, input_shape, {}, {}, "union", kernels, flatten, getattr(model, "input_mean", None),
                   getattr(model, "input_std", None))
 
 
 def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], controllers: dict[str, nn.Module],
-           batch_mode: str, kernels: tuple[str, ...], input_mean, input_std) -> ExecutedNetwork:
+           batch_mode: str, kernels: tuple[str, ...], flatten: bool, input_mean, input_std) -> ExecutedNetwork:
     units = find_units(network, input_shape)
     dataflow = record_dataflow(network, input_shape)
     links = direct_links(dataflow, units)
@@ -178,7 +182,7 @@ def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], contro
         _set_submodule(network, unit.name, executed)
         if unit.bn_name is not None:
             _set_submodule(network, unit.bn_name, nn.Identity())
-    return ExecutedNetwork(network, [u.name for u in units], list(plans), plans, input_mean, input_std)
+    return ExecutedNetwork(flattened(network) if flatten else network, [u.name for u in units], list(plans), plans, input_mean, input_std)
 
 
 def _check_foldable(units: list[Unit], dataflow) -> None:

@@ -35,8 +35,11 @@ from ..models import load_weights
 from ..models.pruned import load_pruned
 from ..models.registry import create_model, model_spec
 
-ROUTES = {"stock": ("nchw",), "channels-last": ("nchw", "channels_last"), "packed": ("nchw", "packed"),
-          "all": ("nchw", "channels_last", "packed")}
+#: Kernel routes: the executor's compile options per name (the kernels each conv chooses from per shape,
+#: and whether the network is flattened into one fx forward, see :mod:`filterscope.engine.flattening`).
+ROUTES = {"stock": {"kernels": ("nchw",)}, "channels-last": {"kernels": ("nchw", "channels_last")},
+          "packed": {"kernels": ("nchw", "packed")}, "all": {"kernels": ("nchw", "channels_last", "packed")},
+          "flat": {"kernels": ("nchw", "channels_last"), "flatten": True}}
 
 
 @dataclass
@@ -100,8 +103,8 @@ def _models(decoupled, dense, pruned, train, options: BenchOptions) -> dict:
               "dense executor": compile_network(decoupled)}
     models["dense"] = dense.eval()
     for route in options.routes:
-        models[f"executor [{route}]"] = compile_decoupled(decoupled, calibration, kernels=ROUTES[route])
-        models[f"dense executor [{route}]"] = compile_network(decoupled, kernels=ROUTES[route])
+        models[f"executor [{route}]"] = compile_decoupled(decoupled, calibration, **ROUTES[route])
+        models[f"dense executor [{route}]"] = compile_network(decoupled, **ROUTES[route])
     if pruned is not None:
         models["pruned"] = pruned
         models["pruned executor"] = compile_network(pruned, decoupled.input_shape)
