@@ -18,7 +18,8 @@ def run_torchrun(script_text: str, tmp_path: Path, processes: int = 2):
     import subprocess
     import sys
 
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    beside = Path(sys.executable).parent / "torchrun"  # this interpreter's torch, not another on PATH
+    torchrun = str(beside) if beside.is_file() else shutil.which("torchrun")
     script = tmp_path / "torchrun_script.py"
     script.write_text(script_text)
     source = str(Path(__file__).resolve().parents[1] / "src")

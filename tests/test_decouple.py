@@ -989,8 +989,9 @@ from filterscope.methods.decoupling import DecoupleConfig
 from filterscope.pipelines.decoupling import DecouplingRunOptions, run_decoupling
 from filterscope.training.train import TrainConfig
 out = sys.argv[1]
-config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.6, sparsity_form="mean", sparsity_on="evaluation", gate_lr_scale=10.0)
-summary = run_decoupling(TrainConfig(model="digits_cnn", data="digits", epochs=2, batch_size=64, lr=0.02, seed=1,
+config = DecoupleConfig(lambda_sparsity=5.0, sparsity_ratio=0.6, sparsity_form="mean", sparsity_on="evaluation", gate_lr_scale=10.0,
+                        path_finetune_epochs=1)  # the last epoch with frozen gates: parameters without gradient
+summary = run_decoupling(TrainConfig(model="digits_cnn", data="digits", epochs=3, batch_size=64, lr=0.02, seed=1,
                                      run_dir=out + "/run", progress=False), config, DecouplingRunOptions(recalibrate_bn_images=500))
 last = summary["history"][-1]
 torch.save({key: summary[key] for key in ("accuracy", "num_samples", "mean_flops", "dynamic_fraction")}

@@ -33,6 +33,7 @@ from ..models import create_model, model_spec
 from ..models.checkpoint import read_checkpoint, save_atomically
 from ..io.run_log import JsonLinesLog
 from ..io.run_dir import RunDir, warn_if_settings_changed
+from .wrapping import rewrap_for_unused_parameters, wrap_for_training
 
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -229,6 +230,7 @@ class TrainingSetup:
     run: RunDir
     last_checkpoint: Path
     log: JsonLinesLog
+    finds_unused_parameters: bool = False  # whether the DDP wrapper looks for parameters without gradient
 
 
 def train(
@@ -266,6 +268,7 @@ def train(
     last_eval: EvalResult | None = None
     observer: EvaluationObserver | None = None
     for epoch in range(start_epoch, config.epochs):
+        rewrap_for_unused_parameters(setup, objective, epoch)
         record = train_one_epoch(setup, objective, epoch)
         if before_evaluation is not None:
             before_evaluation(setup.model, setup.train_set, epoch)
@@ -324,11 +327,7 @@ def prepare_training(config: TrainConfig, model: nn.Module | None, param_groups:
     run = RunDir(config.run_dir)
     optimizer = build_optimizer(config, model, param_groups)
     history, start_epoch = resume_or_start(config, run, model, optimizer, metrics_key)
-    training_model: nn.Module = model
-    if is_distributed:
-        training_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        training_model = torch.compile(training_model)
+    training_model = wrap_for_training(model, device, distributed=is_distributed, compile=config.compile)
     eval_loader = DataLoader(distributed.shard_for_evaluation(eval_set), batch_size=max(256, config.batch_size // world),
                              shuffle=False, num_workers=config.workers)
     setup = TrainingSetup(config, device, is_distributed, model, training_model, optimizer, train_set, eval_loader,

@@ -81,6 +81,11 @@ class DecouplingObjective:
     def in_path_finetune(self, step: int) -> bool:
         return self.path_finetune_from is not None and step >= self.path_finetune_from
 
+    def leaves_parameters_unused(self, step: int) -> bool:
+        """During path fine-tuning the gates and the mutual-information classifiers get no gradient
+        (the training loop then tells DistributedDataParallel to expect that)."""
+        return self.in_path_finetune(step)
+
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, step: int = 0):
         decoupled = unwrap(model)
         finetune = self.in_path_finetune(step)
