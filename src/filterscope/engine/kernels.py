@@ -11,7 +11,7 @@ and thread count, so every executed network meeting a shape (an executor, its pe
 the dense network through the executor) runs it with the same kernel: one noisy timing under load
 then affects them alike instead of making their comparison a comparison of kernel choices (measured
 on a ResNet-56 with both cores busy: per-unit choices made the executor 22 % slower than its static
-copies, the same choices 5 %).
+copies, shared choices 3 %).
 """
 
 from __future__ import annotations
