@@ -19,6 +19,7 @@ from filterscope.core.errors import UserInputError
 from filterscope.core.hooks import hook_count
 from filterscope.engine import base_network, compile_decoupled, compile_network, filter_plans
 from filterscope.engine.executed_unit import ExecutedUnit
+from filterscope.engine.flattening import FlatNetwork
 from filterscope.methods.decoupling import DecoupleConfig, decouple, load_decoupled
 from filterscope.models import MODELS, create_model
 
@@ -101,12 +102,24 @@ def test_a_flattened_executor_gives_the_masked_models_outputs_and_keeps_its_unit
     decoupled, input_shape = decoupled_model(name, seed=13)
     images = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(13))
     executed = compile_decoupled(decoupled, kernels=FAST, flatten=True)
-    assert type(executed.network).__name__ == "GraphModule"
-    assert not any(isinstance(module, torch.nn.Identity) for module in _called_modules(executed.network))
+    assert isinstance(executed.network, FlatNetwork)
+    called = _called_modules(executed.network)
+    assert not any(isinstance(module, (torch.nn.Identity, torch.nn.ReLU, ExecutedUnit)) for module in called)
     assert all(isinstance(unit, ExecutedUnit) for unit in executed.executed_units())
     assert_same_outputs(executed, decoupled, images)
     assert_same_outputs(executed, decoupled, images[:1])
     assert_same_outputs(compile_network(decoupled, kernels=FAST, flatten=True), base_network(decoupled).eval(), images)
+
+
+def test_a_copy_of_a_flattened_executor_runs_its_own_units():
+    decoupled, input_shape = decoupled_model("resnet20", seed=13)
+    image = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(13))
+    executed = compile_decoupled(decoupled, kernels=FAST, flatten=True)
+    closed = executed.specialized([torch.zeros(n) for n in decoupled.out_channels])
+    opened = executed.specialized([torch.ones(n) for n in decoupled.out_channels])
+    with torch.no_grad():
+        assert not torch.allclose(closed(image), opened(image))
+    assert_same_outputs(executed, decoupled, image)  # the original is untouched by its copies
 
 
 def test_a_network_fx_cannot_trace_is_executed_as_it_is_when_flattening_is_asked():

@@ -121,7 +121,7 @@ def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | N
 
 def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None, *,
                       batch_mode: str = "union", kernels: tuple[str, ...] = DEFAULT_KERNELS,
-                      flatten: bool = False) -> ExecutedNetwork:
+                      flatten: bool = True) -> ExecutedNetwork:
     """An :class:`ExecutedNetwork` computing what ``model`` computes in evaluation, skipping closed filters.
 
     Args:
@@ -131,8 +131,9 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
         batch_mode: ``"union"`` or ``"mask"``, see :class:`ExecutedUnit`.
         kernels: the convolution kernels each unit chooses from per shape, by timing (:mod:`.kernels`);
             ``("nchw",)`` runs PyTorch's default path only.
-        flatten: run the network as one fx-generated forward without nested module calls
-            (:mod:`.flattening`; a network fx cannot trace runs as it is).
+        flatten: run the network as one fx-generated forward without module calls (:mod:`.flattening`;
+            a network fx cannot trace runs as it is); False keeps the network's own modules (hooks on
+            the executed convs then run).
     """
     if not isinstance(model, DecoupledModel):
         raise UserInputError(f"compile_decoupled takes a DecoupledModel, got {type(model).__name__}; "
@@ -148,7 +149,7 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
 
 
 def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), *,
-                    kernels: tuple[str, ...] = DEFAULT_KERNELS, flatten: bool = False) -> ExecutedNetwork:
+                    kernels: tuple[str, ...] = DEFAULT_KERNELS, flatten: bool = True) -> ExecutedNetwork:
     """A network without gates run by the same executor (BatchNorm folded, every filter computed, the same
     kernel choice): the dense model timed through the same code path as a decoupled one. Given a decoupled
     model, its network without the gates (and its own input shape) is compiled."""

@@ -1,22 +1,33 @@
 """The executed network as one flat forward function: no nested module calls, no BatchNorm placeholders.
 
 At batch 1 on the CPU a network's time is not all convolution: each ``nn.Module`` call costs about a
-microsecond of Python before any work (``_call_impl``, hook checks), and a ResNet-56 makes about 230 of
-them per image (blocks, ``Sequential`` containers, the ``nn.Identity`` left where each BatchNorm was
-folded, the executed convs). ``torch.fx`` traces the network once, with every executed conv kept as one
-call (its forward has per-input control flow), and generates a single Python forward in which the
-containers are gone and the placeholders removed. The time saved is the same in a dense network and a
-decoupled one, so it would raise the decoupled one's speedup as well as its speed; ``compile_network``
-takes the same option, so a dense reference is flattened alike. It is an option (``flatten=True``,
-the ``flat`` route of ``filterscope bench``), not the default, until it measures faster on a quiet machine:
-two A/B runs on a ResNet-56 with both cores busy gave dense 8997 vs 9764 µs and 8875 vs 8912, the
-executor 6892 vs 7134 and 7103 vs 7050 (flattened vs not), within the noise.
+microsecond of Python before any work (``_call_impl``, hook checks, attribute lookups through the
+containers), and a ResNet-56 makes about 230 of them per image (blocks, ``Sequential`` containers, the
+``nn.Identity`` left where each BatchNorm was folded, the ReLUs, the executed convs). ``torch.fx``
+traces the network once, with every executed conv kept as one call (its forward has per-input control
+flow), and generates a single Python forward in which:
 
-A network fx cannot trace (Python control flow on tensor values, for one) runs as it is.
+- the containers are gone and the ``nn.Identity`` placeholders removed;
+- each ``nn.ReLU`` is the function ``torch.relu``, in place (``torch.relu_``) where the module was or
+  where its input is a tensor nothing else reads that the forward itself made (an executed conv's
+  output, a sum), which saves an allocation per activation;
+- each executed conv is a direct call of its own ``forward``, bound to the unit, so no module call
+  and no attribute walk through the containers is left on the way.
+
+The units stay registered under their qualified names (``get_submodule`` finds them; a deep copy calls
+the copied units, see :class:`FlatNetwork`), but hooks registered on an executed conv of a flattened
+network do not run: the generated forward does not go through ``nn.Module.__call__``.
+
+The time saved is the same in a dense network and a decoupled one, so it raises the decoupled one's
+speedup as well as its speed; ``compile_network`` takes the same option, so a dense reference is
+flattened alike. A network fx cannot trace (Python control flow on tensor values, for one) runs as it is.
 """
 
 from __future__ import annotations
 
+import operator
+
+import torch
 import torch.fx
 from torch import nn
 
@@ -30,18 +41,59 @@ class _ExecutedUnitTracer(torch.fx.Tracer):
         return isinstance(module, ExecutedUnit) or super().is_leaf_module(module, module_qualified_name)
 
 
+UNIT_KEY = "executed_unit"  # node.meta key: the qualified name of the unit a direct call belongs to
+
+
+class FlatNetwork(torch.fx.GraphModule):
+    """The generated forward; a deep copy (``ExecutedNetwork.specialized`` makes one) binds each direct
+    call to the copied unit, not to the unit it was copied from."""
+
+    def __deepcopy__(self, memo):
+        copied = super().__deepcopy__(memo)
+        for node in copied.graph.nodes:
+            if UNIT_KEY in node.meta:
+                node.target = copied.get_submodule(node.meta[UNIT_KEY]).forward
+        copied.recompile()
+        return copied
+
+
 def flattened(network: nn.Module) -> nn.Module:
-    """``network`` as an fx ``GraphModule`` with its ``nn.Identity`` calls removed, or ``network`` itself when
-    fx cannot trace it. Submodules keep their qualified names (``get_submodule`` finds the same units)."""
+    """``network`` as an fx ``GraphModule`` with its module calls replaced as the module docstring says, or
+    ``network`` itself when fx cannot trace it. Submodules keep their qualified names."""
     try:
         graph = _ExecutedUnitTracer().trace(network)
     except Exception:  # noqa: BLE001 - fx fails in many ways; the network then runs as it is
         return network
-    module = torch.fx.GraphModule(network, graph)
+    module = FlatNetwork(network, graph)
     for node in list(module.graph.nodes):
-        if node.op == "call_module" and isinstance(module.get_submodule(node.target), nn.Identity) and node.args:
+        if node.op != "call_module":
+            continue
+        called = module.get_submodule(node.target)
+        if isinstance(called, nn.Identity) and node.args:
             node.replace_all_uses_with(node.args[0])
-            module.graph.erase_node(node)
+        elif type(called) is nn.ReLU:
+            in_place = called.inplace or _fresh_and_read_once(node.args[0])
+            _replace_call(module.graph, node, torch.relu_ if in_place else torch.relu)
+        elif isinstance(called, ExecutedUnit):
+            _replace_call(module.graph, node, called.forward).meta[UNIT_KEY] = node.target
+        else:
+            continue
+        module.graph.erase_node(node)
     module.graph.lint()
     module.recompile()
     return module.eval()
+
+
+def _fresh_and_read_once(value) -> bool:
+    """Whether ``value`` is a node whose tensor is made by the forward (an executed conv's output or an
+    addition, never an alias of another tensor) and read by one node only."""
+    if not isinstance(value, torch.fx.Node) or len(value.users) != 1:
+        return False
+    return UNIT_KEY in value.meta or (value.op == "call_function" and value.target in (operator.add, torch.add))
+
+
+def _replace_call(graph: torch.fx.Graph, node: torch.fx.Node, function) -> torch.fx.Node:
+    with graph.inserting_after(node):
+        call = graph.call_function(function, node.args, node.kwargs)
+    node.replace_all_uses_with(call)
+    return call

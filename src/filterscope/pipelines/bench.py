@@ -37,8 +37,12 @@ from ..models.registry import create_model, model_spec
 
 #: Kernel routes: the executor's compile options per name (the kernels each conv chooses from per shape,
 #: and whether the network is flattened into one fx forward, see :mod:`filterscope.engine.flattening`).
-ROUTES = {"stock": {"kernels": ("nchw",)}, "channels-last": {"kernels": ("nchw", "channels_last")},
-          "packed": {"kernels": ("nchw", "packed")}, "all": {"kernels": ("nchw", "channels_last", "packed")},
+#: "flat" is what compile_decoupled does by default; the others keep the network's own module calls.
+ROUTES = {"stock": {"kernels": ("nchw",), "flatten": False},
+          "channels-last": {"kernels": ("nchw", "channels_last"), "flatten": False},
+          "packed": {"kernels": ("nchw", "packed"), "flatten": False},
+          "all": {"kernels": ("nchw", "channels_last", "packed"), "flatten": False},
+          "flat-stock": {"kernels": ("nchw",), "flatten": True},
           "flat": {"kernels": ("nchw", "channels_last"), "flatten": True}}
 
 
