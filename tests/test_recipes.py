@@ -22,7 +22,8 @@ MEASURED_RUN = {
     "resnet56-cifar10-2x": "decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd.json",
 }
 # What the caller supplies (paths, threads, where the run goes) or what only says how the run was kept.
-NOT_IN_RECIPE = {"weights", "data", "teacher_weights", "run_dir", "resume", "threads", "progress", "device", "workers", "seed"}
+NOT_IN_RECIPE = {"weights", "data", "teacher_weights", "run_dir", "resume", "threads", "progress", "device", "workers", "seed",
+                 "log"}
 
 
 # Bundled configs that are not the record of one run: the CLI's defaults and the paper's settings.
