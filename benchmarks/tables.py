@@ -192,6 +192,11 @@ def path_interpretation_rows(path: Path, result: dict) -> list[dict]:
 
 
 def engine_rows(path: Path, result: dict) -> list[dict]:
+    if result.get("study") == "static ceiling":
+        return [{"run": path.stem, "model": result["model"], "measure": "static ceiling, batch 1", "setting": row["pattern"],
+                 "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
+                 "p10": row["latency_us"]["p10"], "p90": row["latency_us"]["p90"], "unit": "us",
+                 "speedup_vs_faster_dense": row["speedup"]} for row in result["rows"]]
     rows = [{"run": path.stem, "model": result["model"], "measure": "latency batch 1", "setting": row["name"],
              "top1": row["accuracy"], "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
              "p10": row["latency_us"]["p10"], "p90": row["latency_us"]["p90"], "unit": "us",

@@ -1,6 +1,6 @@
 """The executor computes what the masked decoupled model computes, skipping the closed filters.
 
-Checked on every built-in architecture, a torchvision-style ResNet-18, the shipped ResNet-20 checkpoint
+Checked on every built-in architecture, a torchvision-style ResNet-18, every shipped decoupled checkpoint
 (random and, where the shared data is present, real inputs), layers whose gates close or open everything,
 batches whose gates differ (both batch modes), calibration, and a model with its own input normalisation.
 """
@@ -23,7 +23,9 @@ from filterscope.engine.flattening import FlatNetwork
 from filterscope.methods.decoupling import DecoupleConfig, decouple, load_decoupled
 from filterscope.models import MODELS, create_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "resnet20-cifar10-2x-seed1.pt"
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+# Every shipped decoupled checkpoint (checkpoints/README.md); the statically pruned one has no gates.
+SHIPPED_DECOUPLED = sorted(path.name for path in CHECKPOINTS.glob("*.pt") if "torchpruning" not in path.name)
 RELATIVE_TOLERANCE = 1e-4
 FAST = ("nchw",)  # no kernel timing; every kernel is checked by test_every_kernel_gives_the_same_outputs
 
@@ -242,20 +244,22 @@ def test_bad_arguments_are_named():
         compile_decoupled(decoupled, kernels=FAST, calibration=[])
 
 
-def test_the_shipped_checkpoint_on_random_inputs():
-    decoupled = load_decoupled(SHIPPED)
+@pytest.mark.parametrize("checkpoint", SHIPPED_DECOUPLED)
+def test_the_shipped_checkpoints_on_random_inputs(checkpoint):
+    decoupled = load_decoupled(CHECKPOINTS / checkpoint)
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(10))
     executed = compile_decoupled(decoupled, kernels=FAST)
     assert_same_outputs(executed, decoupled, images)
     assert_same_outputs(executed, decoupled, images[:1])
 
 
-def test_the_shipped_checkpoint_on_real_test_images():
+@pytest.mark.parametrize("checkpoint", SHIPPED_DECOUPLED)
+def test_the_shipped_checkpoints_on_real_test_images(checkpoint):
     from filterscope.data import load_dataset
 
     require_shared(CIFAR_ZIP)
     cifar10_jpeg = CIFAR_ZIP
-    decoupled = load_decoupled(SHIPPED)
+    decoupled = load_decoupled(CHECKPOINTS / checkpoint)
     test = load_dataset(cifar10_jpeg, "test")
     train = load_dataset(cifar10_jpeg, "train")
     images = torch.stack([test[i][0] for i in range(0, 10000, 50)])  # 200 test images

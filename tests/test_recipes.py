@@ -20,10 +20,11 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "decoupling" / "r
 MEASURED_RUN = {
     "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf20_lm0003_flops201_30ep_pfkd10.json",
     "resnet56-cifar10-2x": "decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd.json",
+    "resnet20-cifar10-2x-fast": "decouple_resnet20_fast_r0125_050_0875_seed1.json",
 }
 # What the caller supplies (paths, threads, where the run goes) or what only says how the run was kept.
 NOT_IN_RECIPE = {"weights", "data", "teacher_weights", "run_dir", "resume", "threads", "progress", "device", "workers", "seed",
-                 "log"}
+                 "log", "compile"}  # compile: how a process runs, not what it computes (a resumed run takes it from its command)
 
 
 # Bundled configs that are not the record of one run: the CLI's defaults and the paper's settings.
