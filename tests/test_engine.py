@@ -124,6 +124,16 @@ def test_a_copy_of_a_flattened_executor_runs_its_own_units():
     assert_same_outputs(executed, decoupled, image)  # the original is untouched by its copies
 
 
+def test_a_flattened_executor_is_saved_and_loaded_with_torch_save(tmp_path):
+    decoupled, input_shape = decoupled_model("resnet20", seed=13)
+    images = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(13))
+    torch.save(compile_decoupled(decoupled, kernels=FAST), tmp_path / "executor.pt")
+    loaded = torch.load(tmp_path / "executor.pt", weights_only=False)
+    assert isinstance(loaded.network, FlatNetwork)
+    assert not any(isinstance(module, ExecutedUnit) for module in _called_modules(loaded.network))
+    assert_same_outputs(loaded, decoupled, images)
+
+
 def test_a_network_fx_cannot_trace_is_executed_as_it_is_when_flattening_is_asked():
     torch.manual_seed(0)
     model = toy_models.control_flow_model().eval()

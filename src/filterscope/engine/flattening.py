@@ -46,7 +46,8 @@ UNIT_KEY = "executed_unit"  # node.meta key: the qualified name of the unit a di
 
 class FlatNetwork(torch.fx.GraphModule):
     """The generated forward; a deep copy (``ExecutedNetwork.specialized`` makes one) binds each direct
-    call to the copied unit, not to the unit it was copied from."""
+    call to the copied unit, not to the unit it was copied from, and a pickled one (``torch.save``) is
+    stored with module calls in their place and made direct again when loaded."""
 
     def __deepcopy__(self, memo):
         copied = super().__deepcopy__(memo)
@@ -55,6 +56,28 @@ class FlatNetwork(torch.fx.GraphModule):
                 node.target = copied.get_submodule(node.meta[UNIT_KEY]).forward
         copied.recompile()
         return copied
+
+    def __reduce__(self):
+        graph = torch.fx.Graph()
+        values: dict = {}
+        for node in self.graph.nodes:
+            if UNIT_KEY in node.meta:  # a bound method cannot be pickled by name: store the module call
+                values[node] = graph.call_module(node.meta[UNIT_KEY], torch.fx.map_arg(node.args, values.__getitem__))
+            else:
+                values[node] = graph.node_copy(node, values.__getitem__)
+            values[node].type = None  # annotations written as strings (``from __future__``) cannot be pickled either
+        return _with_direct_unit_calls, (torch.fx.GraphModule(self, graph),)
+
+
+def _with_direct_unit_calls(module: torch.fx.GraphModule) -> FlatNetwork:
+    """A :class:`FlatNetwork` of ``module`` with each call of an executed conv made a direct call of its forward."""
+    flat = FlatNetwork(module, module.graph)
+    for node in list(flat.graph.nodes):
+        if node.op == "call_module" and isinstance(flat.get_submodule(node.target), ExecutedUnit):
+            _replace_call(flat.graph, node, flat.get_submodule(node.target).forward).meta[UNIT_KEY] = node.target
+            flat.graph.erase_node(node)
+    flat.recompile()
+    return flat.eval()
 
 
 def flattened(network: nn.Module) -> nn.Module:
@@ -72,24 +95,23 @@ def flattened(network: nn.Module) -> nn.Module:
         if isinstance(called, nn.Identity) and node.args:
             node.replace_all_uses_with(node.args[0])
         elif type(called) is nn.ReLU:
-            in_place = called.inplace or _fresh_and_read_once(node.args[0])
+            in_place = called.inplace or _fresh_and_read_once(node.args[0], module)
             _replace_call(module.graph, node, torch.relu_ if in_place else torch.relu)
-        elif isinstance(called, ExecutedUnit):
-            _replace_call(module.graph, node, called.forward).meta[UNIT_KEY] = node.target
         else:
             continue
         module.graph.erase_node(node)
     module.graph.lint()
-    module.recompile()
-    return module.eval()
+    return _with_direct_unit_calls(module)
 
 
-def _fresh_and_read_once(value) -> bool:
+def _fresh_and_read_once(value, module: torch.fx.GraphModule) -> bool:
     """Whether ``value`` is a node whose tensor is made by the forward (an executed conv's output or an
     addition, never an alias of another tensor) and read by one node only."""
     if not isinstance(value, torch.fx.Node) or len(value.users) != 1:
         return False
-    return UNIT_KEY in value.meta or (value.op == "call_function" and value.target in (operator.add, torch.add))
+    if value.op == "call_module":
+        return isinstance(module.get_submodule(value.target), ExecutedUnit)
+    return value.op == "call_function" and value.target in (operator.add, torch.add)
 
 
 def _replace_call(graph: torch.fx.Graph, node: torch.fx.Node, function) -> torch.fx.Node:
