@@ -87,7 +87,7 @@ def flattened(network: nn.Module) -> nn.Module:
         graph = _ExecutedUnitTracer().trace(network)
     except Exception:  # noqa: BLE001 - fx fails in many ways; the network then runs as it is
         return network
-    module = FlatNetwork(network, graph)
+    module = torch.fx.GraphModule(network, graph)  # made a FlatNetwork once, by _with_direct_unit_calls
     for node in list(module.graph.nodes):
         if node.op != "call_module":
             continue
