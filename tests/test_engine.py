@@ -99,16 +99,6 @@ def test_every_kernel_gives_the_same_outputs(kernel):
     assert sum(sum(unit.kernel_choices.values()) for unit in chosen.executed_units()) > 0
 
 
-def test_a_gate_sums_its_input_over_space_in_either_memory_layout():
-    decoupled, input_shape = decoupled_model("resnet20", seed=5)
-    unit = next(unit for unit in compile_decoupled(decoupled, kernels=FAST).executed_units() if unit.gate is not None)
-    inputs = torch.randn(3, 16, 32, 32, generator=torch.Generator().manual_seed(5))
-    expected = inputs.sum(dim=(2, 3))
-    for layout in (torch.contiguous_format, torch.channels_last):
-        summed = unit.gate._spatial_sum(inputs.contiguous(memory_format=layout), 32 * 32)
-        assert torch.allclose(torch.from_numpy(summed), expected, rtol=1e-5, atol=1e-4)
-
-
 @pytest.mark.parametrize("name", ["resnet20", "resnet56"])
 def test_a_flattened_executor_gives_the_masked_models_outputs_and_keeps_its_unit_names(name):
     decoupled, input_shape = decoupled_model(name, seed=13)

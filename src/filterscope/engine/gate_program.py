@@ -8,10 +8,7 @@ only some input channels (the others are known zeros), only those columns of W1'
 
 The two matrix products are a few hundred multiply-adds; torch's per-call dispatch costs more than
 that at batch 1, so on the CPU they run in NumPy on the pooled input (measured: 15 µs → about 7 µs
-per gate for a 64-channel unit), with the 1/(H·W) of the average pool folded into W1'. The spatial sum itself
-is a NumPy matrix-vector product with a vector of ones when the input is contiguous (measured on one thread,
-the whole gate: 10.7 → 6.7 µs at 16 channels of 32×32, 9.5 → 6.4 µs at 64 of 8×8, against torch's
-``sum(dim=(2, 3))``, which dispatches a reduction kernel; a NumPy ``sum`` was no faster than torch's).
+per gate for a 64-channel unit), with the 1/(H·W) of the average pool folded into W1'.
 """
 
 from __future__ import annotations
@@ -45,7 +42,6 @@ class GateProgram:
             self.expand_weight_t = controller.expand.weight.detach()[decided].t().contiguous()  # (hidden, d)
             self.expand_bias = controller.expand.bias.detach()[decided].clone()
         self._columns: dict[tuple, np.ndarray] = {}
-        self._ones: dict[tuple, np.ndarray] = {}  # (H·W, dtype) → the vector of ones the spatial sum multiplies by
         self._bias = self.squeeze_bias.numpy()
         self._expand = self.expand_weight_t.numpy()
         self._expand_bias = self.expand_bias.numpy()
@@ -57,17 +53,6 @@ class GateProgram:
         if squeeze is None:
             columns = self.squeeze_weight_t if input_index is None else self.squeeze_weight_t[input_index]
             squeeze = self._columns[(input_key, area)] = (columns / area).numpy()
-        summed = self._spatial_sum(unit_input, area)
+        summed = unit_input.sum(dim=(2, 3)).numpy()
         hidden = np.maximum(summed @ squeeze + self._bias, 0.0)
         return hidden @ self._expand + self._expand_bias
-
-    def _spatial_sum(self, unit_input: torch.Tensor, area: int) -> np.ndarray:
-        """Σ over H and W of each input's channels, a (B, C) array."""
-        if not unit_input.is_contiguous():  # e.g. channels-last: a reshape would copy
-            return unit_input.sum(dim=(2, 3)).numpy()
-        array = unit_input.numpy()
-        ones = self._ones.get((area, array.dtype))
-        if ones is None:
-            ones = self._ones[(area, array.dtype)] = np.ones(area, dtype=array.dtype)
-        batch, channels = array.shape[:2]
-        return (array.reshape(batch * channels, area) @ ones).reshape(batch, channels)
