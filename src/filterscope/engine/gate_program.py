@@ -8,7 +8,9 @@ only some input channels (the others are known zeros), only those columns of W1'
 
 The two matrix products are a few hundred multiply-adds; torch's per-call dispatch costs more than
 that at batch 1, so on the CPU they run in NumPy on the pooled input (measured: 15 µs → about 7 µs
-per gate for a 64-channel unit), with the 1/(H·W) of the average pool folded into W1'.
+per gate for a 64-channel unit), with the 1/(H·W) of the average pool folded into W1'. The spatial sum
+stays torch's: as a NumPy matrix-vector product it saved 1–3 µs per gate at batch 1, but NumPy's BLAS then
+starts threads of its own, which fought torch's at batch 64 on two threads (one unit: 1.6 → 8 ms).
 """
 
 from __future__ import annotations
