@@ -21,6 +21,7 @@ MEASURED_RUN = {
     "resnet20-cifar10-2x": "decouple_resnet20_ls_mi_conv1_r025_050_075_ramp6_bnbias_detach_pf20_lm0003_flops201_30ep_pfkd10.json",
     "resnet56-cifar10-2x": "decouple_resnet56_ls_mi_conv1_r050_ramp10_bnbias_detach_pf10_lm003_flops2_30ep_pfkd.json",
     "resnet20-cifar10-2x-fast": "decouple_resnet20_fast_r0125_050_0875_seed1.json",
+    "resnet20-cifar10-2x-skip": "decouple_resnet20_skip_r0_050_1_seed1.json",
 }
 # What the caller supplies (paths, threads, where the run goes) or what only says how the run was kept.
 NOT_IN_RECIPE = {"weights", "data", "teacher_weights", "run_dir", "resume", "threads", "progress", "device", "workers", "seed",
