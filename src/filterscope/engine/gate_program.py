@@ -27,8 +27,8 @@ class GateProgram:
 
     Attributes:
         decided: filters whose gate is evaluated per input, a sorted long tensor.
-        squeeze_weight, squeeze_bias: W1' and b1' (standardisation folded in).
-        expand_weight, expand_bias: the rows of W2 and b2 of the decided filters.
+        squeeze_weight_t, squeeze_bias: W1' transposed, (C, hidden), and b1' (standardisation folded in).
+        expand_weight_t, expand_bias: the rows of W2 of the decided filters transposed, (hidden, d), and theirs of b2.
     """
 
     def __init__(self, controller: nn.Module, decided: torch.Tensor):
