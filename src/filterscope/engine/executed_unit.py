@@ -80,7 +80,7 @@ class ExecutedUnit(nn.Module):
         if self.gate is None:
             output_key, output_index, multiplier = STATIC_KEY, self.fixed, None
         else:
-            opened = self.gate.logits(unit_input, input_key, input_index) > 0
+            opened = self.gate.opened(unit_input, input_key, input_index)
             output_key, output_index, multiplier = self._select(opened)
         weight, bias = self._gathered(output_key, output_index, input_key, input_index)
         output = self._convolve(unit_input, weight, bias, (output_key, input_key))

@@ -34,7 +34,8 @@ from ..methods.decoupling.unwrap import base_network
 from .executed_unit import ChannelLink, ExecutedUnit
 from .flattening import flattened
 from .folding import folded_weights
-from .gate_program import GateProgram
+from . import compiled_gate
+from .gate_program import GATE_KERNELS, GateProgram
 from .kernels import DEFAULT_KERNELS, KERNELS
 from .links import direct_links, record_dataflow
 
@@ -76,6 +77,10 @@ class ExecutedNetwork(nn.Module):
 
     def executed_units(self) -> list[ExecutedUnit]:
         return [self.network.get_submodule(name) for name in self.unit_names]
+
+    def gate_kernels(self) -> list[str]:
+        """The gate kernels in use (names in :data:`.gate_program.GATE_KERNELS`), empty when no gate is evaluated."""
+        return sorted({unit.gate.kernel for unit in self.executed_units() if unit.gate is not None})
 
     def set_batch_mode(self, batch_mode: str) -> None:
         """``"union"``: a batch computes the union of its inputs' open filters; ``"mask"``: every kept filter."""
@@ -121,7 +126,7 @@ def filter_plans(model: DecoupledModel, calibration: Iterable | torch.Tensor | N
 
 def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tensor | None = None, *,
                       batch_mode: str = "union", kernels: tuple[str, ...] = DEFAULT_KERNELS,
-                      flatten: bool = True) -> ExecutedNetwork:
+                      flatten: bool = True, gates: str = "auto") -> ExecutedNetwork:
     """An :class:`ExecutedNetwork` computing what ``model`` computes in evaluation, skipping closed filters.
 
     Args:
@@ -134,6 +139,8 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
         flatten: run the network as one fx-generated forward without module calls (:mod:`.flattening`;
             a network fx cannot trace runs as it is); False keeps the network's own modules (hooks on
             the executed convs then run).
+        gates: how each gate is evaluated (:mod:`.gate_program`): ``"compiled"`` (one C call at batch 1, built
+            with the system's C compiler), ``"torch"``, or ``"auto"``: compiled where it builds, torch otherwise.
     """
     if not isinstance(model, DecoupledModel):
         raise UserInputError(f"compile_decoupled takes a DecoupledModel, got {type(model).__name__}; "
@@ -141,11 +148,12 @@ def compile_decoupled(model: DecoupledModel, calibration: Iterable | torch.Tenso
     _check_batch_mode(batch_mode)
     _check_kernels(kernels)
     _check_cpu(model)
+    gate_kernel = _gate_kernel(gates)
     plans = dict(zip(model.gated_units, filter_plans(model, calibration)))
     controllers = {name: module.controller for name, module in zip(model.gated_units, model.gate_modules())}
     network = base_network(model).eval()
     return _build(network, model.input_shape, plans, controllers, batch_mode, kernels, flatten, model.input_mean,
-                  model.input_std)
+                  model.input_std, gate_kernel)
 
 
 def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), *,
@@ -164,7 +172,8 @@ def compile_network(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32
 
 
 def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], controllers: dict[str, nn.Module],
-           batch_mode: str, kernels: tuple[str, ...], flatten: bool, input_mean, input_std) -> ExecutedNetwork:
+           batch_mode: str, kernels: tuple[str, ...], flatten: bool, input_mean, input_std,
+           gate_kernel: str = "torch") -> ExecutedNetwork:
     units = find_units(network, input_shape)
     dataflow = record_dataflow(network, input_shape)
     links = direct_links(dataflow, units)
@@ -175,7 +184,7 @@ def _build(network: nn.Module, input_shape, plans: dict[str, FilterPlan], contro
         plan = plans.get(unit.name)
         gate = None
         if plan is not None and plan.decided.numel() > 0:
-            gate = GateProgram(controllers[unit.name], plan.decided)
+            gate = GateProgram(controllers[unit.name], plan.decided, gate_kernel)
         fixed = plan.fixed if plan is not None else torch.arange(unit.out_channels)
         producer = links.get(unit.name)
         executed = ExecutedUnit(unit.conv, weight, bias, fixed, gate, input_link=output_links.get(producer),
@@ -201,7 +210,7 @@ def _check_foldable(units: list[Unit], dataflow) -> None:
 def _check_cpu(model: nn.Module) -> None:
     device = next(model.parameters()).device
     if device.type != "cpu":
-        raise UserInputError(f"the executor runs on the CPU (its gates are evaluated in NumPy) and the model is on "
+        raise UserInputError(f"the executor runs on the CPU (it reads each gate's decision there) and the model is on "
                              f"{device}; move it with model.cpu() first.")
 
 
@@ -209,6 +218,21 @@ def _check_kernels(kernels: tuple[str, ...]) -> None:
     unknown = [name for name in kernels if name not in KERNELS]
     if unknown or not kernels:
         raise UserInputError(f"kernels must be a non-empty choice of {', '.join(KERNELS)}, got {list(kernels)}.")
+
+
+def _gate_kernel(gates: str) -> str:
+    """The gate kernel for ``gates`` ("auto" or a name in GATE_KERNELS), or the reason it cannot be had."""
+    if gates not in ("auto", *GATE_KERNELS):
+        raise UserInputError(f"gates must be one of auto, {', '.join(GATE_KERNELS)}, got {gates!r}.")
+    if gates == "torch":
+        return gates
+    reason = compiled_gate.unavailable_reason()
+    if reason is None:
+        return "compiled"
+    if gates == "compiled":
+        raise UserInputError(f"the compiled gate cannot be built here ({reason}); install a C compiler "
+                             "(or set CC to one), or pass gates='torch'.")
+    return "torch"
 
 
 def _check_batch_mode(batch_mode: str) -> None:
