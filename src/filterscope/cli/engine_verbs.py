@@ -23,7 +23,7 @@ def add_bench_parser(verbs) -> None:
     parser.add_argument("--calibration", type=int, default=5000, help="training images the executor is calibrated on")
     parser.add_argument("--throughput-threads", type=int, default=2, help="threads for the batch throughput rows")
     parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES),
-                        help="kernel routes timed as extra rows")
+                        help="routes (convolution kernels, flattening, gate kernel) timed as extra rows")
     add_run_dir_arguments(parser)
     add_execution_arguments(parser, batch_size=64)
     parser.set_defaults(threads=1)

@@ -9,8 +9,9 @@ Rows, each timed in one run side by side (see :mod:`filterscope.engine.latency`)
 - ``static per path``: for each input, a copy with exactly its open filters and no gates (the ceiling);
 - ``pruned`` / ``pruned executor``: a statically pruned network (e.g. Torch-Pruning at equal FLOPs), if given.
 
-The speedup reported is against the faster of the two dense rows. Kernel routes (which convolution
-kernels the executor may choose from) are timed as extra pairs of rows, each with its own dense reference.
+The speedup reported is against the faster of the two dense rows. Routes (which convolution
+kernels the executor may choose from, whether it is flattened, how its gates run) are timed as extra pairs of
+rows, each with its own dense reference.
 """
 
 from __future__ import annotations
@@ -35,14 +36,16 @@ from ..models import load_weights
 from ..models.pruned import load_pruned
 from ..models.registry import create_model, model_spec
 
-#: Kernel routes: the executor's compile options per name (the kernels each conv chooses from per shape,
-#: and whether the network is flattened into one fx forward, see :mod:`filterscope.engine.flattening`).
-#: "flat" is what compile_decoupled does by default; the others keep the network's own module calls.
+#: Routes: the executor's compile options per name (the kernels each conv chooses from per shape, whether
+#: the network is flattened into one fx forward, see :mod:`filterscope.engine.flattening`, and how the gates
+#: are evaluated, see :mod:`filterscope.engine.gate_program`). "flat" is what compile_decoupled does by
+#: default (its gates compiled where a C compiler works); the first four keep the network's own module calls.
 ROUTES = {"stock": {"kernels": ("nchw",), "flatten": False},
           "channels-last": {"kernels": ("nchw", "channels_last"), "flatten": False},
           "packed": {"kernels": ("nchw", "packed"), "flatten": False},
           "all": {"kernels": ("nchw", "channels_last", "packed"), "flatten": False},
           "flat-stock": {"kernels": ("nchw",), "flatten": True},
+          "flat-torch-gates": {"kernels": ("nchw", "channels_last"), "flatten": True, "gates": "torch"},
           "flat": {"kernels": ("nchw", "channels_last"), "flatten": True}}
 
 
@@ -91,11 +94,12 @@ def run_bench(options: BenchOptions) -> dict:
     for row in rows:
         row["speedup"] = dense_best / row["latency_us"]["median"]
         row["flops_reduction"] = rows[0]["flops"] / row["flops"] if row.get("flops") else None
-    routes = {route: {"executor_us": latency[f"executor [{route}]"], "dense_us": latency[f"dense executor [{route}]"]}
-              for route in options.routes}
+    routes = {route: {"executor_us": latency[f"executor [{route}]"], "dense_us": latency[f"dense executor [{route}]"],
+                      "gate_kernels": models[f"executor [{route}]"].gate_kernels()} for route in options.routes}
     use_threads(options.throughput_threads)
     throughput = _throughput(models, test, options)
-    return {"model": name, "checkpoint": options.weights, "rows": rows, "routes": routes, "throughput": throughput,
+    return {"model": name, "checkpoint": options.weights, "gate_kernels": models["executor"].gate_kernels(),
+            "rows": rows, "routes": routes, "throughput": throughput,
             "settings": {k: v for k, v in asdict(options).items() if k != "extra"}, "torch": torch.__version__,
             "platform": platform.platform(), "load_average_start": load_at_start, "load_average_end": os.getloadavg(),
             **options.extra}
@@ -108,7 +112,8 @@ def _models(decoupled, dense, pruned, train, options: BenchOptions) -> dict:
     models["dense"] = dense.eval()
     for route in options.routes:
         models[f"executor [{route}]"] = compile_decoupled(decoupled, calibration, **ROUTES[route])
-        models[f"dense executor [{route}]"] = compile_network(decoupled, **ROUTES[route])
+        network_options = {key: value for key, value in ROUTES[route].items() if key != "gates"}  # no gates there
+        models[f"dense executor [{route}]"] = compile_network(decoupled, **network_options)
     if pruned is not None:
         models["pruned"] = pruned
         models["pruned executor"] = compile_network(pruned, decoupled.input_shape)
@@ -198,10 +203,13 @@ def bench_table(result: dict) -> str:
         accuracy = "—" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
         lines.append(f"| {row['name']} | {accuracy} | {row['flops'] / 1e6:.1f} | {row['flops_reduction']:.2f}× | "
                      f"{latency['median']:.0f} [{latency['p10']:.0f}, {latency['p90']:.0f}] | {row['speedup']:.2f}× |")
-    lines += ["", "| kernel route | dense executor (µs) | executor (µs) | ratio |", "|---|---|---|---|"]
+    gates = ", ".join(result.get("gate_kernels", [])) or "none evaluated"
+    lines += ["", f"Gates of the executor row: {gates}.", "",
+              "| route | gates | dense executor (µs) | executor (µs) | ratio |", "|---|---|---|---|---|"]
     for route, times in result["routes"].items():
         dense, executed = times["dense_us"]["median"], times["executor_us"]["median"]
-        lines.append(f"| {route} | {dense:.0f} | {executed:.0f} | {dense / executed:.2f}× |")
+        route_gates = ", ".join(times.get("gate_kernels", [])) or "—"
+        lines.append(f"| {route} | {route_gates} | {dense:.0f} | {executed:.0f} | {dense / executed:.2f}× |")
     settings = result["settings"]
     dense = result["throughput"]["dense"]["median"]
     lines += ["", f"| batch {settings['batch_size']}, {settings['throughput_threads']} threads | images/s | vs dense |",
