@@ -2,9 +2,9 @@
 
 Run time, per call (Li et al., 2020, Sec. 3.4: a closed filter need not be computed):
 
-1. the gate (if the unit has filters decided per input) gives the decided filters' logits; the
-   output filters are the fixed ones (energetic over the calibration data) plus the decided ones with
-   g > 0; silent filters were removed at build time;
+1. the gate (if the unit has filters decided per input) says which decided filters open (g > 0, see
+   :mod:`.gate_program`); the output filters are the fixed ones (energetic over the calibration data)
+   plus the opened ones; silent filters were removed at build time;
 2. the conv runs with only those output filters, reading only the input channels its producer
    computed when the two are linked (see :mod:`.links`), with weights gathered once per
    (output set, input set) and cached;
