@@ -79,6 +79,9 @@ def test_the_compiled_gate_reads_a_compact_input_through_its_columns():
         compact = torch.randn(1, index.numel(), 16, 16, generator=torch.Generator().manual_seed(seed)).relu()
         logits = torch_logits(gate, compact, index)
         assert_decisions_match(gate.opened(compact, index.numpy().tobytes(), index), logits)
+    nothing = torch.zeros(1, 0, 16, 16)  # the producer computed no channel: only the biases decide
+    empty = torch.zeros(0, dtype=torch.long)
+    assert_decisions_match(gate.opened(nothing, b"", empty), torch_logits(gate, nothing, empty))
 
 
 def test_batches_and_other_dtypes_go_to_torch_with_the_same_decisions():

@@ -19,8 +19,8 @@ static float contiguous_sum(const float *values, long count) {
 void filterscope_gate(const float *x, long channels, long area, long channel_stride, long pixel_stride,
                       const float *squeeze_t, const float *squeeze_bias, long hidden_size,
                       const float *expand_t, const float *expand_bias, long decided, unsigned char *opened) {
-    float pooled[channels];
-    float hidden[hidden_size];
+    float pooled[channels > 0 ? channels : 1]; /* a unit may read no channel at all: then g = the biases' path */
+    float hidden[hidden_size > 0 ? hidden_size : 1];
     if (pixel_stride == 1) {
         for (long c = 0; c < channels; ++c) pooled[c] = contiguous_sum(x + c * channel_stride, area);
     } else {
