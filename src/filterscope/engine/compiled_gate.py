@@ -2,11 +2,12 @@
 
 Why hand-written C: a gate is a few hundred multiply-adds, so at batch 1 its cost is its calls, not its work. In
 torch it is five calls (the spatial sum, two ``addmm``, a ReLU, the read-back), and inside the running executor,
-its convolutions between the gates, they cost 20–35 µs per gate on the ResNet-20 (ResNet-20, one thread);
-fused into one C call through :mod:`ctypes` the same gate costs 5–6 µs there (2 µs of it the call). NumPy (33 µs
-in place) and a numba-compiled gate (8–11 µs in place, most of it turning the tensor into an array and the
-dispatch) were measured too. No library fuses this small an operation with less overhead, and a torch
-extension would need the torch headers and a minute of compiling.
+its convolutions between the gates, they cost 28–35 µs per gate (ResNet-20, one thread, timed around the call);
+fused into one C call through :mod:`ctypes` the same gate costs 13–19 µs there, of which the C function and its
+arguments take 5–7 µs (the rest is Python running cold between two convolutions). NumPy products (33 µs in place)
+and a numba-compiled gate (7–13 µs for the function and its arguments, 2–6 µs more than C: turning the tensor into
+an array and numba's dispatch) were measured too. No library fuses this small an operation with less overhead,
+and a torch extension would need the torch headers and a minute of compiling.
 
 The library is compiled once per source and compiler into the cache folder (``FILTERSCOPE_CACHE``, default
 ``~/.cache/filterscope``), written to a temporary name and renamed, so two processes never load half a file.
