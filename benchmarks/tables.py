@@ -197,6 +197,8 @@ def engine_rows(path: Path, result: dict) -> list[dict]:
                  "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
                  "p10": row["latency_us"]["p10"], "p90": row["latency_us"]["p90"], "unit": "us",
                  "speedup_vs_faster_dense": row["speedup"]} for row in result["rows"]]
+    if result.get("study") == "gate cost in place":
+        return gate_cost_rows(path, result)
     rows = [{"run": path.stem, "model": result["model"], "measure": "latency batch 1", "setting": row["name"],
              "top1": row["accuracy"], "flops_reduction": row["flops_reduction"], "median": row["latency_us"]["median"],
              "p10": row["latency_us"]["p10"], "p90": row["latency_us"]["p90"], "unit": "us",
@@ -212,6 +214,16 @@ def engine_rows(path: Path, result: dict) -> list[dict]:
                      "measure": f"throughput batch {settings['batch_size']}, {settings['throughput_threads']} threads",
                      "setting": name, "median": value["median"], "p10": value["p10"], "p90": value["p90"],
                      "unit": "images/s"})
+    return rows
+
+
+def gate_cost_rows(path: Path, result: dict) -> list[dict]:
+    """Per gated unit and gate kernel, the gate's time per call in place; per model, the wrapped pass per image."""
+    rows = [{"run": path.stem, "model": result["model"], "measure": f"gate in place, {unit['unit']}", "setting": kernel,
+             "median": unit[kernel]["gate_us"], "unit": "us per call"}
+            for unit in result["units"] for kernel in result["gate_kernels"]]
+    rows += [{"run": path.stem, "model": result["model"], "measure": "pass with timers in place, batch 1", "setting": name,
+              "median": value, "unit": "us"} for name, value in result["passes_us"].items()]
     return rows
 
 

@@ -2,9 +2,10 @@
 
 Why hand-written C: a gate is a few hundred multiply-adds, so at batch 1 its cost is its calls, not its work. In
 torch it is five calls (the spatial sum, two ``addmm``, a ReLU, the read-back), and inside the running executor,
-its convolutions between the gates, they cost 28–35 µs per gate (ResNet-20, one thread, timed around the call);
-fused into one C call through :mod:`ctypes` the same gate costs 13–19 µs there, of which the C function and its
-arguments take 5–7 µs (the rest is Python running cold between two convolutions). NumPy products (33 µs in place)
+its convolutions between the gates, they cost 19–28 µs per gate (ResNet-20, one thread, timed around the call
+by ``benchmarks/engine/gate_cost.py``); fused into one C call through :mod:`ctypes` the same gate costs 10–15 µs
+there, of which the C function and its arguments took 5–7 µs in a profile from inside the wrapper (the rest is
+Python running cold between two convolutions). NumPy products (33 µs in place)
 and a numba-compiled gate (7–13 µs for the function and its arguments, 2–6 µs more than C: turning the tensor into
 an array and numba's dispatch) were measured too. No library fuses this small an operation with less overhead,
 and a torch extension would need the torch headers and a minute of compiling.

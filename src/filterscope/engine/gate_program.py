@@ -11,7 +11,8 @@ The two matrix products are a few hundred multiply-adds, so the gate's cost is i
 
 - ``"compiled"``: the whole gate in one C call (:mod:`.compiled_gate`), at batch 1 on float32 inputs whose
   pixels sit at one stride (NCHW or channels-last). Inside the running ResNet-20 executor (one thread,
-  timed around the call): 13–19 µs per gate, against 28–35 µs in torch. Batches go to torch: its sum runs on every thread.
+  timed around the call, ``benchmarks/engine/gate_cost.py``): 10–15 µs per gate, against 19–28 µs in
+  torch. Batches go to torch: its sum runs on every thread.
 - ``"torch"``: the spatial sum, two ``addmm`` (the 1/(H·W) of the average pool folded into W1', b1' and
   b2 added inside them) and one in-place ReLU. Measured inside the running executor: 28 µs per gate,
   against 33 µs when the products ran in NumPy on the pooled input, though NumPy was the faster one timed
