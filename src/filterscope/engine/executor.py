@@ -221,7 +221,8 @@ def _check_kernels(kernels: tuple[str, ...]) -> None:
 
 
 def _gate_kernel(gates: str) -> str:
-    """The gate kernel for ``gates`` ("auto" or a name in GATE_KERNELS), or the reason it cannot be had."""
+    """The gate kernel ``gates`` resolves to ("auto" or a name in GATE_KERNELS); refused, with the reason and the
+    fix, when "compiled" cannot be built here."""
     if gates not in ("auto", *GATE_KERNELS):
         raise UserInputError(f"gates must be one of auto, {', '.join(GATE_KERNELS)}, got {gates!r}.")
     if gates == "torch":
