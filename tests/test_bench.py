@@ -14,6 +14,8 @@ from filterscope.engine.latency import time_latency, time_throughput
 from filterscope.models import create_model
 from filterscope.models.checkpoint import save_atomically
 from filterscope.models.pruned import load_pruned, shrink_filters
+from filterscope.engine import compiled_gate
+from filterscope.report.tables import engine_tables
 
 FIXTURE = Path(__file__).parent / "fixtures" / "decoupled_digits_demo.pt"
 
@@ -21,7 +23,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "decoupled_digits_demo.pt"
 def test_bench_writes_every_row_with_latency_accuracy_and_flops(tmp_path, capsys):
     run_dir = tmp_path / "bench"
     code = main(["bench", "--weights", str(FIXTURE), "--data", "digits", "--inputs", "8", "--repeats", "2",
-                 "--calibration", "50", "--routes", "stock", "--run-dir", str(run_dir), "--quiet", "--json"])
+                 "--calibration", "50", "--routes", "stock", "flat-torch-gates", "--run-dir", str(run_dir), "--quiet",
+                 "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     rows = {row["name"]: row for row in result["rows"]}
@@ -33,6 +36,11 @@ def test_bench_writes_every_row_with_latency_accuracy_and_flops(tmp_path, capsys
     assert set(result["throughput"]) >= {"dense", "executor (union)", "executor (mask)"}
     assert json.loads((run_dir / "metrics.json").read_text())["bench"]["rows"][0]["name"] == "dense"
     assert (run_dir / "bench.md").read_text().startswith("| model |")
+    assert "Gates of the executor row:" in (run_dir / "bench.md").read_text()
+    assert result["routes"]["flat-torch-gates"]["gate_kernels"] == ["torch"]
+    assert result["gate_kernels"] == (["compiled"] if compiled_gate.unavailable_reason() is None else ["torch"])
+    html = engine_tables(result)
+    assert "flat-torch-gates" in html and "the executor row&#x27;s gates" in html
 
 
 def test_bench_refuses_a_plain_checkpoint_in_one_sentence(tmp_path, capsys):

@@ -194,7 +194,7 @@ def _throughput(models: dict, test, options: BenchOptions) -> dict:
 
 
 def bench_table(result: dict) -> str:
-    """The result as markdown: one row per model (latency, speedup, FLOPs, accuracy), the kernel routes and
+    """The result as markdown: one row per model (latency, speedup, FLOPs, accuracy), the routes and
     the batch throughput."""
     lines = ["| model | top-1 | FLOPs (M) | FLOPs reduction | batch-1 latency (µs, median [p10, p90]) | speedup vs faster dense |",
              "|---|---|---|---|---|---|"]

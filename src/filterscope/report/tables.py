@@ -213,10 +213,12 @@ def engine_tables(value: dict) -> str:
                         "test images")]
     routes = value.get("routes") or {}
     if routes:
-        parts.append(table_html(("kernel route", "dense executor µs", "executor µs", "ratio"),
-                                [(route, t["dense_us"]["median"], t["executor_us"]["median"],
-                                  t["dense_us"]["median"] / t["executor_us"]["median"]) for route, t in routes.items()],
-                                "Batch 1 per kernel route (median)"))
+        parts.append(table_html(("route", "gates", "dense executor µs", "executor µs", "ratio"),
+                                [(route, ", ".join(t.get("gate_kernels", [])) or "—", t["dense_us"]["median"],
+                                  t["executor_us"]["median"], t["dense_us"]["median"] / t["executor_us"]["median"])
+                                 for route, t in routes.items()],
+                                "Batch 1 per route (median); the executor row's gates: "
+                                f"{', '.join(value.get('gate_kernels', [])) or 'none evaluated'}"))
     throughput, settings = value.get("throughput") or {}, value.get("settings") or {}
     if "dense" in throughput:
         dense = throughput["dense"]["median"]
