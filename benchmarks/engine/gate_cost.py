@@ -33,6 +33,7 @@ from filterscope.engine.executed_unit import ExecutedUnit  # noqa: E402
 from filterscope.engine.gate_program import GATE_KERNELS, GateProgram  # noqa: E402
 from filterscope.methods.decoupling import load_decoupled  # noqa: E402
 from filterscope.models.registry import model_spec  # noqa: E402
+from filterscope.pipelines.bench import per_path_copies  # noqa: E402
 
 REPOSITORY = BENCHMARKS.parent
 SPENT: dict[tuple[int, str], float] = defaultdict(float)  # (id of the unit or gate, part) → seconds
@@ -90,21 +91,6 @@ def main() -> None:
     table = markdown(result)
     write_results(f"gate_cost_{args.name}", result, table, directory=results_dir("engine"))
     print(table)
-
-
-def per_path_copies(decoupled, executor, inputs: torch.Tensor) -> list:
-    """Per input, the executor's copy fixed to that input's path (shared between inputs on the same path)."""
-    with torch.no_grad():
-        decoupled(inputs)
-    gates = decoupled.last_gates()
-    copies, static = {}, []
-    for index in range(inputs.shape[0]):
-        path = [layer[index] for layer in gates]
-        key = torch.cat(path).gt(0.5).numpy().tobytes()
-        if key not in copies:
-            copies[key] = executor.specialized(path)
-        static.append(copies[key])
-    return static
 
 
 def rotating_passes(runs: dict, static: list, inputs: torch.Tensor, repeats: int) -> dict:

@@ -156,8 +156,8 @@ def _accuracy_and_flops(models: dict, decoupled, test, options: BenchOptions) ->
     return rows
 
 
-def _latency(models: dict, decoupled, inputs: torch.Tensor, options: BenchOptions) -> dict:
-    """Batch-1 latency of every model, the per-path static copies built from each input's own gates."""
+def per_path_copies(decoupled, executor, inputs: torch.Tensor) -> list:
+    """Per input, ``executor`` specialised to that input's own path (one copy shared by the inputs on the same path)."""
     with torch.no_grad():
         decoupled(inputs)
     gates = decoupled.last_gates()
@@ -167,8 +167,14 @@ def _latency(models: dict, decoupled, inputs: torch.Tensor, options: BenchOption
         path = [layer[index] for layer in gates]
         key = torch.cat(path).gt(0.5).numpy().tobytes()
         if key not in copies:
-            copies[key] = models["executor"].specialized(path)
+            copies[key] = executor.specialized(path)
         static.append(copies[key])
+    return static
+
+
+def _latency(models: dict, decoupled, inputs: torch.Tensor, options: BenchOptions) -> dict:
+    """Batch-1 latency of every model, the per-path static copies built from each input's own gates."""
+    static = per_path_copies(decoupled, models["executor"], inputs)
     runs = {name: (lambda i, m=model: m(inputs[i:i + 1])) for name, model in models.items()}
     runs["static per path"] = lambda i: static[i](inputs[i:i + 1])
     bar = tqdm(total=options.repeats, desc="latency", disable=not options.progress, leave=False)
