@@ -51,9 +51,8 @@ def gate_function(compiler: str | None = None):
 
 def unavailable_reason(compiler: str | None = None) -> str | None:
     """Why :func:`gate_function` gives None for ``compiler`` (None when it gives the function)."""
-    gate_function(compiler)
-    loaded = _LOADED[compiler or _default_compiler()]
-    return loaded if isinstance(loaded, str) else None
+    compiler = compiler or _default_compiler()
+    return None if gate_function(compiler) is not None else _LOADED[compiler]
 
 
 def _default_compiler() -> str:
