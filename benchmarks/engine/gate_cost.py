@@ -13,7 +13,6 @@ per call) is in every column; the whole-pass times are therefore a little above 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from filterscope.data import load_dataset  # noqa: E402
 from filterscope.engine import compile_decoupled  # noqa: E402
 from filterscope.engine.executed_unit import ExecutedUnit  # noqa: E402
 from filterscope.engine.gate_program import GATE_KERNELS, GateProgram  # noqa: E402
+from filterscope.engine.latency import time_latency  # noqa: E402
 from filterscope.methods.decoupling import load_decoupled  # noqa: E402
 from filterscope.models.registry import model_spec  # noqa: E402
 from filterscope.pipelines.bench import per_path_copies  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     executors = {kernel: compile_decoupled(decoupled, calibration, gates=kernel) for kernel in GATE_KERNELS}
     static = per_path_copies(decoupled, executors[GATE_KERNELS[0]], inputs)
     runs = {f"executor, {kernel} gates": executor for kernel, executor in executors.items()}
-    passes = rotating_passes(runs, static, inputs, args.repeats)
+    passes = timed_passes(runs, static, inputs, args.repeats)
     result = {"study": "gate cost in place", "model": decoupled.model_name, "checkpoint": args.weights,
               "checkpoint_sha256": sha256(args.weights), "gate_kernels": {k: e.gate_kernels() for k, e in executors.items()},
               "units": unit_rows(executors, static), "passes_us": passes,
@@ -93,26 +93,19 @@ def main() -> None:
     print(table)
 
 
-def rotating_passes(runs: dict, static: list, inputs: torch.Tensor, repeats: int) -> dict:
-    """Median µs per image of each model over ``repeats`` passes after one untimed pass; the part timers keep only
-    the timed passes."""
-    calls = dict(runs)
-    calls["static per path"] = None
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    names = list(calls)
+def timed_passes(runs: dict, static: list, inputs: torch.Tensor, repeats: int) -> dict:
+    """Median µs per image of each model (:func:`time_latency`, the bench's rotating loop), the part timers cleared
+    after a first pass so that they hold warm calls only (kernel choices are timed on a unit's first call)."""
+    calls = {name: (lambda i, m=model: m(inputs[i:i + 1])) for name, model in runs.items()}
+    calls["static per path"] = lambda i: static[i](inputs[i:i + 1])
     with torch.no_grad():
-        for repeat in range(repeats + 1):
-            if repeat == 1:
-                SPENT.clear()
-                CALLS.clear()
-            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-                start = time.perf_counter()
-                for index in range(inputs.shape[0]):
-                    model = calls[name] if calls[name] is not None else static[index]
-                    model(inputs[index:index + 1])
-                if repeat:
-                    times[name].append((time.perf_counter() - start) / inputs.shape[0] * 1e6)
-    return {name: statistics.median(values) for name, values in times.items()}
+        for run in calls.values():
+            for index in range(inputs.shape[0]):
+                run(index)
+    SPENT.clear()
+    CALLS.clear()
+    latency = time_latency(calls, inputs.shape[0], repeats=repeats)
+    return {name: timing["median"] for name, timing in latency.items()}
 
 
 def unit_rows(executors: dict, static: list) -> list[dict]:
